@@ -1,0 +1,371 @@
+"""train.py: the one training loop, batching and checkpoint format shared by every stage.
+
+train_s1.py, train_s2.py and train_fusion.py (Sec. III-B, III-C) and gpp.py (Sec. IV-C) only
+build data, model, loss and the list of trainable parameters, then call `fit`. Freezing is which
+parameters go to the optimizer (plus eval mode for frozen parts), never a second loop.
+
+Optimiser and schedule as in the authors' code (spec.md "Training"): AdamW (lr 1e-4, weight decay
+1.5e-4), linear warm-up from 0.001 x lr, then ReduceLROnPlateau on the validation centre MAE
+(factor 0.35, patience 5, min lr 1.5e-6).
+
+Checkpoint (one format, `torch.load(..., weights_only=True)` safe: plain dicts, lists, numbers,
+strings and tensors): {"format", "kind", "model_config", "model", "optimizer", "scheduler",
+"epoch", "step", "history", "train_config", "meta"}. Written atomically (temp file + rename), so an
+interrupted run keeps its last finished epoch and `--resume` goes on from there.
+
+Not a script; see train_s2.py for the command line.
+"""
+import csv
+import dataclasses
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data
+from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, GPPConfig, GPPTransformer, ModalityAutoencoder
+
+CHECKPOINT_FORMAT = "deepfeat-checkpoint-v1"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1.5e-4
+    warmup_steps: int = 0
+    max_steps: int | None = None
+    clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    plateau_factor: float = 0.35
+    plateau_patience: int = 5
+    min_lr: float = 1.5e-6
+    monitor: str = "centre_mae"
+    log_every: int = 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Flags shared by the three stages (one helper, so they cannot drift)
+# ----------------------------------------------------------------------------------------------
+
+def add_common_args(parser, out):
+    parser.add_argument("--cubes", "--cube", nargs="+", default=["sample_data"],
+                        help="cube files or folders (default sample_data); split 75/17/8 %% by cube (Sec. II)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--batch-size", type=int, default=32, help="patches per batch (default 32)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4, spec.md)")
+    parser.add_argument("--weight-decay", type=float, default=1.5e-4, help="AdamW weight decay (default 1.5e-4)")
+    parser.add_argument("--warmup-steps", type=int, default=30000,
+                        help="linear warm-up steps from 0.001 x lr (default 30000 as in the authors' code)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (default: no limit)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and weights (default 0)")
+    parser.add_argument("--out", default=out, help=f"output folder for checkpoint, log.csv and figures (default {out})")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--s-stride", type=int, default=None,
+                        help="spatial sampling stride in pixels (default: the paper's, 15 for S1, 9 for S2 and fusion)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU demo preset: 150 steps at lr 1e-3 with 20 warm-up steps and spatial stride 5 "
+                             "(overlapping patches: the sample cubes are small), about a minute on 2 cores")
+
+
+def train_config_from_args(args):
+    """TrainConfig from the common flags; --quick overrides for a CPU demo."""
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device)
+    if args.quick:
+        # a 3M-parameter model sees ~500 patches per epoch on the sample data: a higher lr and a
+        # short warm-up make a minute of CPU training visible in the loss
+        cfg = dataclasses.replace(cfg, epochs=1000, max_steps=150, lr=1e-3, warmup_steps=20)
+    return cfg
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: cubes -> split -> seeded batches of patches (Sec. II split by cube, Sec. III-B sampling)
+# ----------------------------------------------------------------------------------------------
+
+def split_and_load(paths, modality, seed, bands=None):
+    """Find cubes, split them by cube (never sharing one between splits), load each split."""
+    cubes = data.find_cubes(paths, modality)
+    names = [_cube_name(c) for c in cubes]
+    splits = data.split_cubes(names, seed=seed)
+    by_name = dict(zip(names, cubes))
+    loaded = {split: data.load_training_cubes([by_name[n] for n in members], modality, bands=bands)
+              for split, members in splits.items()}
+    return loaded, splits
+
+
+def _cube_name(cube):
+    first = cube[0] if isinstance(cube, (tuple, list)) else cube
+    return Path(first).name.removesuffix(".nc").removesuffix("_s1").removesuffix("_s2")
+
+
+def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
+    """Return epoch -> iterator of batches {modality: (x (B, T, C, H, W), days (B, T))}.
+
+    Frames are redrawn every epoch (seeded by (seed, epoch), so a resumed run sees the same data).
+    """
+    def batches(epoch=0):
+        rng = np.random.default_rng([seed, epoch])
+        parts = [data.sample_patches(c["arrays"], c["days"], sampling, rng, key) for c in cubes]
+        parts = [p for p in parts if len(p[key][0])]
+        if not parts:
+            return
+        merged = {m: (np.concatenate([p[m][0] for p in parts]), np.concatenate([p[m][1] for p in parts]))
+                  for m in parts[0]}
+        n = len(merged[key][0])
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield {m: (torch.from_numpy(x[idx]), torch.from_numpy(d[idx]).float()) for m, (x, d) in merged.items()}
+    return batches
+
+
+def stage_batches(args, modality, sampling, key, cfg, bands=None):
+    """Load and split the cubes of one stage; return (train, val, test) batch makers and the split."""
+    s_stride = args.s_stride or (5 if args.quick else None)
+    if s_stride:
+        sampling = dataclasses.replace(sampling, s_stride=s_stride)
+    loaded, splits = split_and_load(args.cubes, modality, cfg.seed, bands)
+    print("split by cube: " + "; ".join(f"{k} {v}" for k, v in splits.items()))
+    make = {split: patch_batches(cubes, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train")
+            for split, cubes in loaded.items()}
+    return make["train"], (lambda: make["val"](0)), (lambda: make["test"](0)), splits
+
+
+def autoencoder_loss_fn(objective, weights):
+    """loss_fn for a pretraining stage: reconstruct the patch, score it with `objective` (losses.py)."""
+    def loss_fn(model, batch):
+        (x, days), = batch.values()                         # x (B, T, C, H, W) with NaN
+        recon, _ = model(x, days)
+        return objective(recon, x, torch.isfinite(x), weights.to(x.device))
+    return loss_fn
+
+
+def report_test(model, loss_fn, test_batches, cfg, out_dir):
+    """Evaluate the held-out test cubes (Sec. IV-A2) and write OUT/test_metrics.csv."""
+    metrics = evaluate(model, loss_fn, test_batches(), resolve_device(cfg.device))
+    print("test | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    with open(Path(out_dir) / "test_metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["metric", "value"], *metrics.items()])
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: one format for every stage
+# ----------------------------------------------------------------------------------------------
+
+def save_checkpoint(path, state):
+    """Atomic write: an interrupted save never leaves a half-written checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, kind=None, modality=None):
+    """Load with weights_only=True; one clear error for a missing, corrupt or mismatched file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise SystemExit(f"checkpoint {path} cannot be read ({type(err).__name__}): corrupt or not a deepfeat checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise SystemExit(f"{path} is not a {CHECKPOINT_FORMAT} file")
+    if kind is not None and ckpt["kind"] != kind:
+        raise SystemExit(f"{path} holds a {ckpt['kind']} model, expected a {kind} model")
+    if modality is not None and ckpt["model_config"].get("modality") != modality:
+        raise SystemExit(f"{path} holds the {ckpt['model_config'].get('modality')} autoencoder, "
+                         f"expected the {modality} one")
+    return ckpt
+
+
+def model_config_dict(model):
+    """The config saved in a checkpoint; enough to rebuild the model with `build_model`."""
+    if isinstance(model, FusionModel):
+        return {"fusion": asdict(model.cfg),
+                "autoencoders": {m: asdict(ae.cfg) for m, ae in model.autoencoders.items()}}
+    return asdict(model.cfg)
+
+
+def build_model(kind, model_config):
+    """Rebuild a model from a checkpoint's kind and config (no weights)."""
+    if kind == "autoencoder":
+        return ModalityAutoencoder(AutoencoderConfig(**model_config))
+    if kind == "fusion":
+        aes = {m: ModalityAutoencoder(AutoencoderConfig(**c)) for m, c in model_config["autoencoders"].items()}
+        return FusionModel(aes, FusionConfig(**model_config["fusion"]))
+    if kind == "gpp":
+        return GPPTransformer(GPPConfig(**model_config))
+    raise SystemExit(f"unknown model kind {kind!r}")
+
+
+def load_model(path, kind=None, modality=None, bands=None):
+    """Checkpoint -> model in eval mode with its weights. `bands` checks the band list matches."""
+    ckpt = load_checkpoint(path, kind, modality)
+    model = build_model(ckpt["kind"], ckpt["model_config"])
+    if bands is not None and tuple(model.cfg.bands) != tuple(bands):
+        raise SystemExit(f"{path} was trained on bands {model.cfg.bands}, not {tuple(bands)}")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise SystemExit(f"weights in {path} do not match its config: {str(err).splitlines()[0]}")
+    return model.eval(), ckpt
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+def to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return type(batch)(to_device(v, device) for v in batch)
+
+
+@torch.no_grad()
+def evaluate(model, loss_fn, batches, device):
+    """Mean of every loss component over `batches`, weighted by batch size -> {name: float}."""
+    model.eval()
+    totals, count = {}, 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        n = _batch_size(batch)
+        _, comps = loss_fn(model, batch)
+        for k, v in comps.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * n
+        count += n
+    return {k: v / max(count, 1) for k, v in totals.items()}
+
+
+def _batch_size(batch):
+    while not isinstance(batch, torch.Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return batch.shape[0]
+
+
+def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, out_dir, checkpoint_meta, resume=False):
+    """Train `params` of `model`; validate, schedule and checkpoint every epoch.
+
+    loss_fn(model, batch) -> (loss, {component: scalar tensor}) with cfg.monitor among them.
+    train_batches(epoch) and val_batches() yield batches (dicts of tensors). Returns the history
+    (one dict per epoch) also written to OUT/log.csv and OUT/loss_curves.png.
+    """
+    device = resolve_device(cfg.device)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    model.to(device)
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
+                                                         patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+    start_epoch, step, history = 0, 0, []
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path, kind=checkpoint_meta["kind"])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        plateau.load_state_dict(ckpt["scheduler"])
+        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        print(f"resuming {ckpt_path} after epoch {start_epoch} (step {step})")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+        torch.manual_seed(cfg.seed * 1000 + epoch)          # dropout draws reproducible on resume
+        model.train()
+        t_epoch = time.time()
+        totals, count, t_log, n_log = {}, 0, time.time(), 0
+        for batch in train_batches(epoch):
+            # learning rate: linear warm-up from 0.001 x lr, then the plateau scheduler owns it
+            if step < cfg.warmup_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * (0.001 + 0.999 * step / cfg.warmup_steps)
+            batch = to_device(batch, device)
+            n = _batch_size(batch)
+            loss, comps = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            optimizer.step()
+            step += 1
+            for k, v in comps.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * n
+            count += n
+            n_log += n
+            if step % cfg.log_every == 0:
+                print(f"epoch {epoch + 1} | step {step} | loss {float(loss):.4f} | "
+                      f"{n_log / (time.time() - t_log):.0f} samples/s", flush=True)
+                t_log, n_log = time.time(), 0
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        if count == 0:
+            raise SystemExit("no training patches: every cube was too small, too short or too cloudy "
+                             "for the sampling policy (see data.sample_patches)")
+        val = evaluate(model, loss_fn, val_batches(), device)
+        if step >= cfg.warmup_steps and cfg.monitor in val:
+            plateau.step(val[cfg.monitor])
+        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.time() - t_epoch, 2),
+               **{f"train_{k}": v / count for k, v in totals.items()}, **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        print(f"epoch {epoch + 1} | step {step} | " + " | ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +
+            f" | {count / row['seconds']:.0f} samples/s", flush=True)
+        save_checkpoint(ckpt_path, {
+            "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),
+            "epoch": epoch + 1, "step": step, "history": history, "train_config": asdict(cfg)})
+        write_log(history, out_dir)
+    model.eval()
+    return history
+
+
+def write_log(history, out_dir):
+    """OUT/log.csv (atomic) and OUT/loss_curves.png: train vs val per component, like Fig. 5."""
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k not in ("epoch", "step", "lr", "seconds"), k))
+    tmp = Path(out_dir) / "log.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, Path(out_dir) / "log.csv")
+    plot_history(history, Path(out_dir) / "loss_curves.png")
+
+
+def plot_history(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = ([k for k in ("centre_mae", "sam", "context_mae", "ssim") if f"val_{k}" in history[0]]
+             or sorted(k[4:] for k in history[0] if k.startswith("val_")))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+    epochs = [row["epoch"] for row in history]
+    for ax, name in zip(axes[0], names):
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, [row.get(f"{split}_{name}", np.nan) for row in history], style, label=split)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+    axes[0][0].legend()
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
