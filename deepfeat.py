@@ -163,7 +163,9 @@ class ConvAttentionBlock(nn.Module):
 
     stride 2 downsamples (encoder); `out_size` first resizes by nearest-neighbour upsampling
     (decoder), so decoder sizes mirror the encoder's exactly (4 -> 8 -> 15).
-    BatchNorm in eval mode is a per-channel affine map, so an embedding never depends on its batch.
+    BatchNorm in eval mode is a per-channel affine map, so an embedding never depends on its batch;
+    train.fit recalibrates its statistics before each validation (it trained clearly better than
+    GroupNorm or no normalisation here; GroupNorm also removes a frame's brightness).
     """
 
     def __init__(self, in_ch, out_ch, stride=1, kernel_sizes=None, out_size=None):

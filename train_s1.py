@@ -30,6 +30,7 @@ def main():
 
     train_b, val_b, test_b, splits = train.stage_batches(args, "s1", data.S1_SAMPLING, "s1", cfg)
     model = ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, args.latent_dim, token_channels=8))
+    train.init_output_bias(model, train_b)
     loss_fn = train.autoencoder_loss_fn(losses.s1_loss, losses.context_weights())
     train.fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
               {"kind": "autoencoder", "meta": {"splits": splits}}, resume=args.resume)

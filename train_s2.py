@@ -30,6 +30,7 @@ def main():
 
     train_b, val_b, test_b, splits = train.stage_batches(args, "s2", data.S2_SAMPLING, "s2", cfg, bands=args.bands)
     model = ModalityAutoencoder(AutoencoderConfig("s2", tuple(args.bands), args.latent_dim))
+    train.init_output_bias(model, train_b)
     loss_fn = train.autoencoder_loss_fn(losses.s2_loss, losses.context_weights())
     train.fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
               {"kind": "autoencoder", "meta": {"splits": splits}}, resume=args.resume)

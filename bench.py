@@ -1,0 +1,168 @@
+"""bench.py: speed and memory figures (not a test): training samples/s per stage, embedding
+pixel-dates/s for the reference and fast paths, FLOPs per pixel-date and the share of this machine's
+measured matmul peak the fast path reaches. CPU always; GPU too when torch sees one.
+
+    python bench.py                 # ~2 min on a 2-core CPU
+    python bench.py --quick         # fewer repetitions, ~30 s
+
+Full-size models (S2: 10 bands, d_model 256; S1: 2 bands, d_model 128; fusion 7-d), random weights:
+speed does not depend on the weights.
+"""
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import data
+import embed
+import losses
+from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
+from train_fusion import fusion_loss_fn
+
+
+def models():
+    torch.manual_seed(0)
+    s1 = ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, token_channels=8))
+    s2 = ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9))
+    return s1, s2, FusionModel({"s1": s1, "s2": s2}, FusionConfig())
+
+
+def matmul_peak(device, n=2048, reps=10):
+    """Measured float32 matmul throughput (FLOP/s): the yardstick for the fast path."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def batch_for(modalities, B, device):
+    days = torch.cumsum(torch.full((B, 11), 5.0), dim=1).to(device) + 18000
+    return {m: (torch.rand(B, 11, len(bands), 15, 15, device=device), days) for m, bands in modalities.items()}
+
+
+def bench_training(device, steps, B=32):
+    """Samples/s of forward + backward + AdamW step for each stage at batch size B."""
+    s1, s2, fusion = models()
+    weights = losses.context_weights().to(device)
+    stages = {
+        "s1": (s1, s1.parameters(), lambda m, b: losses.s1_loss(m(*b["s1"])[0], b["s1"][0], torch.isfinite(b["s1"][0]), weights)),
+        "s2": (s2, s2.parameters(), lambda m, b: losses.s2_loss(m(*b["s2"])[0], b["s2"][0], torch.isfinite(b["s2"][0]), weights)),
+        "fusion": (fusion, fusion.trainable_parameters(), fusion_loss_fn({"s1": weights, "s2": weights})),
+    }
+    rows = []
+    for name, (model, params, loss_fn) in stages.items():
+        model.to(device).train()
+        opt = torch.optim.AdamW(list(params), lr=1e-4)
+        mods = {m: ae.cfg.bands for m, ae in (model.autoencoders.items() if name == "fusion" else [(name, model)])}
+        batch = batch_for(mods, B, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(steps + 2):
+            if i == 2:
+                _sync(device)
+                t = time.perf_counter()
+            loss, _ = loss_fn(model, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        _sync(device)
+        rate = steps * B / (time.perf_counter() - t)
+        mem = (torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+        rows.append((name, rate, mem))
+        print(f"train {name:6s} | {device.type} | batch {B} | {rate:7.1f} samples/s | peak memory {mem:.2f} GiB"
+              f"{'' if device.type == 'cuda' else ' (process RSS)'}", flush=True)
+    return rows
+
+
+def synthetic_block(T, h, w, seed=0):
+    """Padded input arrays of one block, 30 % of S2 pixel-dates cloudy, 10 % of S1 frames missing."""
+    rng = np.random.default_rng(seed)
+    hp, wp = h + 14, w + 14
+    s2 = rng.random((T, 10, hp, wp), dtype=np.float32) * 0.4
+    s2[rng.random((T, 1, hp, wp)).repeat(10, 1) < 0.3] = np.nan
+    s1 = rng.random((T, 2, hp, wp), dtype=np.float32)
+    s1[rng.random(T) < 0.1] = np.nan
+    days = np.cumsum(rng.integers(5, 11, T)).astype(np.float64) + 18000
+    return {"s1": s1, "s2": s2}, {"s1": days - 1, "s2": days}
+
+
+def flops_per_window(fusion, device):
+    """(per-frame conv FLOPs summed over modalities, per-window transformer+bottleneck+fusion FLOPs)."""
+    batch = batch_for({m: ae.cfg.bands for m, ae in fusion.autoencoders.items()}, 1, device)
+    frame, window = 0, 0
+    for m, ae in fusion.autoencoders.items():
+        with FlopCounterMode(display=False) as fc:
+            ae.encode_frames(batch[m][0][0, :1])
+        frame += fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        latents = {m: ae.encode_tokens(torch.zeros(1, 11, ae.cfg.d_model, device=device), batch[m][1])
+                   for m, ae in fusion.autoencoders.items()}
+        fusion.fuse(latents, {m: batch[m][1][:, 5] for m in latents})
+    window = fc.get_total_flops()
+    return frame, window
+
+
+def bench_embedding(device, T, h, w, amp=False):
+    _, _, fusion = models()
+    fusion.to(device).eval()
+    arrays, days = synthetic_block(T, h, w)
+    results = {}
+    for path in ("reference", "fast"):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            embed.embed_block(fusion, {m: a[:, :, :22, :22] for m, a in arrays.items()}, days, path, device=device)
+            _sync(device)
+            t = time.perf_counter()
+            out = embed.embed_block(fusion, arrays, days, path, device=device)
+            _sync(device)
+        n = np.isfinite(out).all(-1).sum()
+        results[path] = n / (time.perf_counter() - t)
+    frame, window = flops_per_window(fusion, device)
+    peak = matmul_peak(device)
+    # the fast path computes every frame once per pixel (T*h*w) and one window per embedding (n)
+    fast_flops = (frame * T * h * w + window * n) / n
+    ref_flops = 11 * frame + window
+    tag = f"{device.type}{' bf16' if amp else ''}"
+    print(f"embed {tag} | block {T} dates x {h} x {w} px | {n} embeddings | "
+          f"reference {results['reference']:.0f} | fast {results['fast']:.0f} pixel-dates/s | "
+          f"fast/reference {results['fast'] / results['reference']:.1f}x")
+    print(f"embed {tag} | FLOPs per pixel-date: reference {ref_flops / 1e6:.1f} M, fast {fast_flops / 1e6:.1f} M "
+          f"(frame convs {frame / 1e6:.1f} M, window transformers + fusion {window / 1e6:.1f} M) | "
+          f"measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s | fast path at "
+          f"{100 * fast_flops * results['fast'] / peak:.0f} % of it", flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Speed and memory figures for training and embedding.")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and a smaller block (~30 s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        print(f"--- {device} ({torch.get_num_threads()} CPU threads, torch {torch.__version__})")
+        bench_training(device, steps=3 if args.quick else 8)
+        T, hw = (24, 16) if args.quick else (40, 32)
+        if device.type == "cuda":
+            T, hw = 73, 128
+        bench_embedding(device, T, hw, hw)
+        bench_embedding(device, T, hw, hw, amp=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Tests of deepfeat.py: shapes, attention ranges, date encoding, batch independence, freezing.
+
+Run: python -m pytest -q tests/test_deepfeat.py   (tiny configs, a few seconds on CPU)
+"""
+import math
+
+import pytest
+import torch
+
+from deepfeat import (CBAM, AutoencoderConfig, ConvAttentionBlock, FusionConfig, FusionModel, GPPConfig,
+                      GPPTransformer, ModalityAutoencoder, MultiScale, TemporalEncoding)
+
+
+def tiny(modality, n_bands, latent):
+    """A small but complete autoencoder: every block of the real one, narrower."""
+    cfg = AutoencoderConfig(modality, tuple(f"b{i}" for i in range(n_bands)), latent,
+                            width=8, token_channels=4, n_heads=4, n_layers=1)
+    return ModalityAutoencoder(cfg)
+
+
+def patches(B, C, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, 11, C, 15, 15, generator=g)
+    days = torch.cumsum(torch.randint(5, 30, (B, 11), generator=g).float(), dim=1) + 18000.0
+    return x, days
+
+
+def test_blocks_shapes_and_attention_range():
+    x = torch.randn(2, 6, 15, 15)
+    cbam = CBAM(6)
+    assert cbam(x).shape == x.shape
+    for gate in (cbam.channel_gate(x), cbam.spatial_gate(x)):
+        assert ((gate > 0) & (gate < 1)).all()
+    assert cbam.channel_gate(x).shape == (2, 6, 1, 1) and cbam.spatial_gate(x).shape == (2, 1, 15, 15)
+    assert MultiScale(6, 8, (1, 3, 5))(x).shape == (2, 8, 15, 15)
+    assert ConvAttentionBlock(6, 8, stride=2)(x).shape == (2, 8, 8, 8)
+    assert ConvAttentionBlock(6, 8, out_size=15)(torch.randn(2, 6, 8, 8)).shape == (2, 8, 15, 15)
+
+
+def test_config_derives_paper_sizes():
+    cfg = AutoencoderConfig("s2", tuple("abcdefghij"), 9)
+    assert cfg.sizes == (15, 8, 4)
+    assert cfg.d_model == 256                      # 16 channels x 4 x 4, spec.md
+
+
+@pytest.mark.parametrize("C,latent", [(2, 2), (10, 9)])
+def test_autoencoder_shapes(C, latent):
+    ae = tiny("m", C, latent).eval()
+    x, days = patches(2, C)
+    recon, z = ae(x, days)
+    assert z.shape == (2, latent)
+    assert recon.shape == x.shape
+    h = torch.cat([x.flatten(0, 1), torch.ones(22, 1, 15, 15)], 1)          # (B*T, C+1, H, W)
+    shapes = []
+    for block in ae.enc_blocks:
+        h = block(h)
+        shapes.append(tuple(h.shape))
+    assert shapes == [(22, 8, 15, 15), (22, 8, 8, 8), (22, 4, 4, 4)]
+    assert ae.encode_frames(x.flatten(0, 1)).shape == (22, ae.cfg.d_model)
+    for block in ae.dec_blocks:
+        h = block(h)
+        shapes.append(tuple(h.shape))
+    assert shapes[3:] == [(22, 8, 8, 8), (22, 8, 15, 15), (22, 8, 15, 15)]
+
+
+def test_wrong_input_gives_clear_error():
+    ae = tiny("s2", 10, 9)
+    x, days = patches(2, 10)
+    with pytest.raises(ValueError, match="expects patches"):
+        ae.encode(x[:, :, :4], days)
+    with pytest.raises(ValueError, match="days must have shape"):
+        ae.encode(x, days[:, :5])
+
+
+def test_temporal_encoding_sees_gaps_not_shifts():
+    te = TemporalEncoding(16)
+    regular = torch.tensor([0.0, 5, 10, 15])
+    gappy = torch.tensor([0.0, 5, 40, 45])
+    assert not torch.allclose(te(regular), te(gappy))
+    assert torch.allclose(te(regular)[:2], te(gappy)[:2])           # same offsets -> same encoding
+    # hand value: first pair is (sin t, cos t) / sqrt(D) at frequency 1
+    assert te(torch.tensor([2.0]))[0, 0].item() == pytest.approx(math.sin(2.0) / 4)
+    ae = tiny("s2", 10, 9).eval()
+    x, days = patches(1, 10)
+    with torch.no_grad():
+        z = ae.encode(x, days)
+        assert torch.allclose(z, ae.encode(x, days + 365.0), atol=1e-5)   # shift of all dates
+        stretched = days.clone()
+        stretched[:, 6:] += 60                                            # a cloudy spell
+        assert not torch.allclose(z, ae.encode(x, stretched), atol=1e-4)
+
+
+def test_embedding_independent_of_batch():
+    """The authors' encoder mixed samples across the batch (spec.md); ours must not."""
+    ae = tiny("s2", 10, 9).eval()
+    x, days = patches(8, 10)
+    x[3, 2, :, 4:9, 4:9] = float("nan")                                   # a cloud in one sample
+    with torch.no_grad():
+        alone = ae.encode(x[:1], days[:1])
+        batched = ae.encode(x, days)
+    assert torch.allclose(alone, batched[:1], atol=1e-6)
+
+
+def test_nan_input_is_masked_not_propagated():
+    ae = tiny("s2", 10, 9).eval()
+    x, days = patches(2, 10)
+    x[0, :, :, :3] = float("nan")
+    with torch.no_grad():
+        recon, z = ae(x, days)
+    assert torch.isfinite(z).all() and torch.isfinite(recon).all()
+
+
+def fusion_of(**aes):
+    return FusionModel(aes, FusionConfig(modalities=tuple(aes), d_model=16, n_heads=2, n_layers=1))
+
+
+def test_fusion_freezes_pretrained_parts():
+    torch.manual_seed(0)
+    model = fusion_of(s1=tiny("s1", 2, 2), s2=tiny("s2", 10, 9))
+    frozen = {k: v.clone() for k, v in model.autoencoders.state_dict().items()}
+    trainable = model.trainable_parameters()
+    before = [p.detach().clone() for p in trainable]
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    model.train()
+    assert not any(m.training for m in model.autoencoders.modules())       # frozen parts stay in eval
+    (x1, d), (x2, _) = patches(4, 2), patches(4, 10)
+    recon, fused = model({"s1": (x1, d), "s2": (x2, d)})
+    assert fused.shape == (4, 7)
+    loss = (recon["s1"] - x1).abs().mean() + (recon["s2"] - x2).abs().mean()
+    loss.backward()
+    opt.step()
+    for name, p in model.autoencoders.named_parameters():
+        assert p.grad is None and not p.requires_grad, name
+    for k, v in model.autoencoders.state_dict().items():
+        assert torch.equal(v, frozen[k]), k                                 # incl. BatchNorm statistics
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, trainable))
+    assert all(p.grad is not None for p in trainable)                       # gradient reaches every fusion layer
+
+
+def test_fusion_takes_a_third_modality():
+    """Adding a sensor = a new ModalityAutoencoder and a name (e.g. a DEM with one band)."""
+    model = fusion_of(s1=tiny("s1", 2, 2), dem=tiny("dem", 1, 3), s2=tiny("s2", 10, 9)).eval()
+    x1, d = patches(2, 2)
+    batch = {"s1": (x1, d), "dem": (patches(2, 1)[0], d), "s2": (patches(2, 10)[0], d)}
+    recon, fused = model(batch)
+    assert fused.shape == (2, 7) and recon["dem"].shape == (2, 11, 1, 15, 15)
+    with pytest.raises(ValueError, match="lacks modalities"):
+        model({"s1": batch["s1"], "s2": batch["s2"]})
+
+
+def test_fusion_uses_asynchronous_dates():
+    model = fusion_of(s1=tiny("s1", 2, 2), s2=tiny("s2", 10, 9)).eval()
+    (x1, d), (x2, _) = patches(2, 2), patches(2, 10)
+    with torch.no_grad():
+        same = model.encode({"s1": (x1, d), "s2": (x2, d)})[0]
+        lagged = model.encode({"s1": (x1, d - 4.0), "s2": (x2, d)})[0]   # S1 acquired 4 days earlier
+    assert not torch.allclose(same, lagged)
+
+
+def test_gpp_transformer_shape_and_last_day():
+    model = GPPTransformer(GPPConfig(n_features=7, d_model=16, n_heads=2)).eval()
+    x = torch.randn(3, 90, 7)
+    days = torch.arange(90.0).expand(3, 90)
+    assert model(x, days).shape == (3,)
