@@ -24,10 +24,11 @@ from train_fusion import fusion_loss_fn
 
 
 def models():
+    """Fresh S1 and S2 autoencoders (trainable) and a fusion model over its own frozen copies."""
     torch.manual_seed(0)
-    s1 = ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, token_channels=8))
-    s2 = ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9))
-    return s1, s2, FusionModel({"s1": s1, "s2": s2}, FusionConfig())
+    make = {"s1": lambda: ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, token_channels=8)),
+            "s2": lambda: ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9))}
+    return make["s1"](), make["s2"](), FusionModel({m: f() for m, f in make.items()}, FusionConfig())
 
 
 def matmul_peak(device, n=2048, reps=10):
@@ -100,8 +101,13 @@ def synthetic_block(T, h, w, seed=0):
     return {"s1": s1, "s2": s2}, {"s1": days - 1, "s2": days}
 
 
+@torch.no_grad()
 def flops_per_window(fusion, device):
-    """(per-frame conv FLOPs summed over modalities, per-window transformer+bottleneck+fusion FLOPs)."""
+    """(per-frame conv FLOPs summed over modalities, per-window transformer+bottleneck+fusion FLOPs).
+
+    Counted in train mode: in eval mode torch runs attention as one fused kernel the counter skips.
+    """
+    fusion.autoencoders.train()
     batch = batch_for({m: ae.cfg.bands for m, ae in fusion.autoencoders.items()}, 1, device)
     frame, window = 0, 0
     for m, ae in fusion.autoencoders.items():
@@ -113,6 +119,7 @@ def flops_per_window(fusion, device):
                    for m, ae in fusion.autoencoders.items()}
         fusion.fuse(latents, {m: batch[m][1][:, 5] for m in latents})
     window = fc.get_total_flops()
+    fusion.eval()
     return frame, window
 
 
