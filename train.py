@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import data
+import losses
 from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, GPPConfig, GPPTransformer, ModalityAutoencoder
 
 CHECKPOINT_FORMAT = "deepfeat-checkpoint-v1"
@@ -161,6 +162,22 @@ def init_output_bias(model, batches):
     otherwise the first ~100 steps only move the output from 0 to the reflectance level."""
     (x, _), = next(iter(batches(0))).values()                          # (B, T, C, H, W) with NaN
     model.dec_out.bias.copy_(torch.nan_to_num(x.transpose(0, 2).flatten(1).nanmean(1)))
+
+
+def pretrain(args, model_cfg, sampling, objective):
+    """One modality's pretraining stage (Sec. III-B): split cubes, build the autoencoder, fit, test.
+
+    train_s1.py and train_s2.py differ only in the config, the sampling and the objective."""
+    cfg = train_config_from_args(args)
+    torch.manual_seed(cfg.seed)
+    m = model_cfg.modality
+    train_b, val_b, test_b, splits = stage_batches(args, m, sampling, m, cfg, bands=model_cfg.bands)
+    model = ModalityAutoencoder(model_cfg)
+    init_output_bias(model, train_b)
+    loss_fn = autoencoder_loss_fn(objective, losses.context_weights())
+    fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
+        {"kind": "autoencoder", "meta": {"splits": splits}}, resume=args.resume)
+    return report_test(model, loss_fn, test_b, cfg, args.out)
 
 
 def report_test(model, loss_fn, test_batches, cfg, out_dir):

@@ -12,12 +12,10 @@ Writes OUT/checkpoint.pt, OUT/log.csv, OUT/loss_curves.png (Fig. 5), OUT/test_me
 """
 import argparse
 
-import torch
-
 import data
 import losses
 import train
-from deepfeat import AutoencoderConfig, ModalityAutoencoder
+from deepfeat import AutoencoderConfig
 
 
 def main():
@@ -25,16 +23,8 @@ def main():
     train.add_common_args(parser, out="runs/s1")
     parser.add_argument("--latent-dim", type=int, default=2, help="latent size (default 2, Sec. III-B)")
     args = parser.parse_args()
-    cfg = train.train_config_from_args(args)
-    torch.manual_seed(cfg.seed)
-
-    train_b, val_b, test_b, splits = train.stage_batches(args, "s1", data.S1_SAMPLING, "s1", cfg)
-    model = ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, args.latent_dim, token_channels=8))
-    train.init_output_bias(model, train_b)
-    loss_fn = train.autoencoder_loss_fn(losses.s1_loss, losses.context_weights())
-    train.fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
-              {"kind": "autoencoder", "meta": {"splits": splits}}, resume=args.resume)
-    train.report_test(model, loss_fn, test_b, cfg, args.out)
+    model_cfg = AutoencoderConfig("s1", data.S1_BANDS, args.latent_dim, token_channels=8)
+    train.pretrain(args, model_cfg, data.S1_SAMPLING, losses.s1_loss)
 
 
 if __name__ == "__main__":

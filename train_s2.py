@@ -5,17 +5,16 @@ Ten 10-20 m bands -> 9-d latent. Patches of 15 x 15 px x 11 frames drawn from 20
 
     python train_s2.py --quick                          # sample_data/, ~1 min on a 2-core CPU
     python train_s2.py --cubes /data/cubes --epochs 100 --device cuda --out runs/s2
+    python train_s2.py --cubes romania_s2.nc --bands B02 B03 B04 B08 B8A B11   # a real cube lacking bands
 
 Writes OUT/checkpoint.pt, OUT/log.csv, OUT/loss_curves.png (Fig. 5), OUT/test_metrics.csv.
 """
 import argparse
 
-import torch
-
 import data
 import losses
 import train
-from deepfeat import AutoencoderConfig, ModalityAutoencoder
+from deepfeat import AutoencoderConfig
 
 
 def main():
@@ -25,16 +24,7 @@ def main():
                         help="S2 bands to train on (default the ten 10-20 m bands B02..B12)")
     parser.add_argument("--latent-dim", type=int, default=9, help="latent size (default 9, Sec. III-B)")
     args = parser.parse_args()
-    cfg = train.train_config_from_args(args)
-    torch.manual_seed(cfg.seed)
-
-    train_b, val_b, test_b, splits = train.stage_batches(args, "s2", data.S2_SAMPLING, "s2", cfg, bands=args.bands)
-    model = ModalityAutoencoder(AutoencoderConfig("s2", tuple(args.bands), args.latent_dim))
-    train.init_output_bias(model, train_b)
-    loss_fn = train.autoencoder_loss_fn(losses.s2_loss, losses.context_weights())
-    train.fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
-              {"kind": "autoencoder", "meta": {"splits": splits}}, resume=args.resume)
-    train.report_test(model, loss_fn, test_b, cfg, args.out)
+    train.pretrain(args, AutoencoderConfig("s2", tuple(args.bands), args.latent_dim), data.S2_SAMPLING, losses.s2_loss)
 
 
 if __name__ == "__main__":
