@@ -37,7 +37,7 @@ def setup(cubes, tmp_path, **overrides):
     sampling = dataclasses.replace(data.S2_SAMPLING, s_stride=1)      # ~150 overlapping patches per epoch
     train_b = train.patch_batches(cubes[:1], sampling, "s2", 16, seed=0)
     val_b = train.patch_batches(cubes[1:], sampling, "s2", 64, seed=0, shuffle=False)
-    cfg = train.TrainConfig(**{"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, **overrides})
+    cfg = train.TrainConfig(**{"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, **overrides})
     loss_fn = train.autoencoder_loss_fn(losses.s1_loss, losses.context_weights())
     return train_b, (lambda: val_b(0)), cfg, loss_fn
 
