@@ -159,8 +159,8 @@ class CubeReader:
         self.modalities = modalities
         self.bands = bands
         self.max_gap_days = max_gap_days
-        self.raw_s2 = _open_raw(s2, "--s2") if "s2" in modalities else None
-        self.raw_s1 = _open_raw(s1, "--s1") if "s1" in modalities else None
+        self.raw_s2 = _open_raw(s2, "--s2", data.open_s2_raw) if "s2" in modalities else None
+        self.raw_s1 = _open_raw(s1, "--s1", xr.open_dataset) if "s1" in modalities else None
         grid = self.raw_s2 if self.raw_s2 is not None else self.raw_s1
         self.grid = grid
         self.H, self.W = grid.sizes["y"], grid.sizes["x"]
@@ -188,12 +188,14 @@ class CubeReader:
         return {m: np.pad(a, pad, mode="reflect") for m, a in arrays.items()}, days, time_coord
 
 
-def _open_raw(path, flag):
+def _open_raw(path, flag, opener):
+    """Open lazily; S2 may be several files of one area (10 m + 20 m), combined by data.open_s2_raw."""
     if path is None:
         raise SystemExit(f"this checkpoint needs {flag}")
-    if not Path(path).exists():
-        raise SystemExit(f"{flag} {path}: no such file")
-    return xr.open_dataset(path)
+    for p in [path] if isinstance(path, (str, os.PathLike)) else path:
+        if not Path(p).exists():
+            raise SystemExit(f"{flag} {p}: no such file")
+    return opener(path)
 
 
 def _rows_near(raw, y_values, margin_px=2):
@@ -442,7 +444,8 @@ def main(argv=None):
         return
     parser = argparse.ArgumentParser(description="Embed S1/S2 cubes with a trained checkpoint (Sec. IV-B). "
                                                  "`embed.py pca --help` for the PCA figure.")
-    parser.add_argument("--s2", help="S2 cube (netCDF); required unless the checkpoint is the S1 autoencoder")
+    parser.add_argument("--s2", nargs="+", help="S2 cube (netCDF), or its 10 m and 20 m files together; "
+                                                "required unless the checkpoint is the S1 autoencoder")
     parser.add_argument("--s1", help="S1 cube (netCDF); required for fusion and S1 checkpoints")
     parser.add_argument("--checkpoint", required=True, help="fusion, S2 or S1 checkpoint.pt")
     parser.add_argument("--out", required=True, help="output netCDF")
@@ -458,7 +461,8 @@ def main(argv=None):
                              "from float32 is 0.02 for features spreading 2-18. Default float32")
     args = parser.parse_args(argv)
     try:
-        embed_cube(args.s2, args.s1, args.checkpoint, args.out, args.path, args.block_pixels, args.fill,
+        s2 = args.s2[0] if args.s2 and len(args.s2) == 1 else args.s2
+        embed_cube(s2, args.s1, args.checkpoint, args.out, args.path, args.block_pixels, args.fill,
                    args.device, args.amp, args.max_gap_days)
     except data.CubeError as err:
         raise SystemExit(f"error: {err}")

@@ -162,3 +162,18 @@ def test_pca_separates_land_cover(tmp_path):
     # balanced accuracy: mean recall over classes; chance (random embedding) is 1 / K
     recall = [(pred[y[~half] == c] == c).mean() for c in names]
     assert np.mean(recall) > 1 / len(names) + 0.2, (recall, len(names))
+
+
+def test_reader_combines_real_10m_and_20m_files(realdata):
+    """Real S2 (Romania, 10 m + 20 m files, short band names) read block by block with a halo."""
+    folder = realdata / "s2_l2a_romania"
+    files = [folder / "sentinel2_cube_subset_romania_10m.nc", folder / "sentinel2_cube_subset_romania_20m.nc"]
+    bands = ("B02", "B03", "B04", "B08", "B8A", "B11")
+    reader = embed.CubeReader(files, None, ("s2",), {"s2": bands})
+    arrays, days, _ = reader.block(0, 4)
+    assert arrays["s2"].shape == (140, 6, 4 + 14, 100 + 14)          # (T, C, rows + halo, W + halo)
+    assert np.all(np.diff(days["s2"]) > 0)
+    whole = data.cube_array(data.open_s2(files, bands=bands), bands)    # (T, C, 100, 100)
+    np.testing.assert_array_equal(arrays["s2"][:, :, 7:11, 7:107], whole[:, :, 0:4])
+    valid = np.isfinite(arrays["s2"]).mean()
+    assert 0.3 < valid < 0.9                                           # real clouds masked by SCL
