@@ -1242,7 +1242,7 @@ def find_cubes(paths, modality):
     return [(p["s1"], p["s2"]) for _, p in sorted(pairs.items(), key=lambda kv: kv[0][1])]
 
 
-def _cube_name(path):
+def cube_name(path):
     """'folder/synth_0_s2.nc' -> 'synth_0'."""
     stem = Path(path).stem
     return stem[:-3] if stem[-3:] in ("_s1", "_s2") else stem
@@ -1283,7 +1283,7 @@ def load_training_cubes(paths, modality, bands=None):
             arrays = {"s1": cube_array(matched, S1_BANDS), "s2": cube_array(s2, bands)}
             days = {"s1": day_offsets(matched["s1_time"]), "s2": day_offsets(s2["time"])}
         path = entry[1] if modality == "fusion" else entry
-        cubes.append({"name": _cube_name(path), "arrays": arrays, "days": days})
+        cubes.append({"name": cube_name(path), "arrays": arrays, "days": days})
     return cubes
 
 

@@ -101,17 +101,12 @@ def resolve_device(name):
 def split_and_load(paths, modality, seed, bands=None):
     """Find cubes, split them by cube (never sharing one between splits), load each split."""
     cubes = data.find_cubes(paths, modality)
-    names = [_cube_name(c) for c in cubes]
+    names = [data.cube_name(c[1] if isinstance(c, tuple) else c) for c in cubes]     # fusion: (s1, s2)
     splits = data.split_cubes(names, seed=seed)
     by_name = dict(zip(names, cubes))
     loaded = {split: data.load_training_cubes([by_name[n] for n in members], modality, bands=bands)
               for split, members in splits.items()}
     return loaded, splits
-
-
-def _cube_name(cube):
-    first = cube[0] if isinstance(cube, (tuple, list)) else cube
-    return Path(first).name.removesuffix(".nc").removesuffix("_s1").removesuffix("_s2")
 
 
 def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
