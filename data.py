@@ -853,10 +853,10 @@ def _phenology(t, cls, shift, year_shift):
     return np.clip(p[..., 4] * (rise - fall), 0.0, 1.0)  # (T, H, W)
 
 
-def _daily_moisture(rng, n_days, doy):
-    """Topsoil moisture 0-1 per day: random rain events into an exponentially drying bucket,
-    drying faster in summer."""
-    rain = (rng.random(n_days) < 0.3) * rng.exponential(0.12, n_days)
+def _daily_moisture(rng, n_days, doy, wetness):
+    """Topsoil moisture 0-1 per day: random rain events, scaled by the year's `wetness` (n_days,),
+    into an exponentially drying bucket, drying faster in summer."""
+    rain = (rng.random(n_days) < 0.3) * rng.exponential(0.12, n_days) * wetness
     decay = np.exp(-1 / (6 + 6 * np.cos(2 * np.pi * (doy - 200) / 365.25)))
     m = np.empty(n_days)
     level = 0.5
@@ -892,6 +892,8 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
       acquisitions; clouds and shadows as coherent NaN blobs (~35 % of values);
     - s1: raw linear gamma0 vv/vh (attrs units="linear") on its own dates (6-day revisit, 12-day after
       2021-12-23), responding to phenology (VH) and soil moisture (VV), gamma-distributed speckle;
+    - years differ: green-up shifted by N(0, 10) days and rain scaled by U(0.4, 1.6) per year, so
+      phenology, SWIR, VV and GPP all carry the year's anomaly;
     - gpp: daily GPP_NT_VUT_REF (gC m-2 d-1) at the tower pixel from the same phenology, light and
       moisture, plus noise; NEE_VUT_REF_QC (0-1, mostly > 0.7); ~1 % missing days (NaN).
     The tower is pixel (size//2, size//2) unless `tower=(row, col)`, forced to forest or grassland.
@@ -921,11 +923,15 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
     bright = 1 + 0.08 * _smooth_noise(rng, (size, size), 1.5)     # texture, per pixel
     first_year, last_year = (int(t.astype("datetime64[Y]").astype(np.int64)) + 1970 for t in (t_start, t_end))
     years = range(first_year, last_year + 1)
-    year_shift = {yr: float(rng.normal(0, 6)) for yr in years}
+    # Interannual variability (what a mean seasonal cycle cannot know): green-up earlier or later
+    # by ~10 days, and wet or dry years (rain x 0.4-1.6; 2018 was such a drought in Central Europe).
+    year_shift = {yr: float(rng.normal(0, 10)) for yr in years}
+    year_wetness = {yr: float(rng.uniform(0.4, 1.6)) for yr in years}
     daily = np.arange(t_start, t_end + DAY, DAY)
     daily_days = day_offsets(daily)
     daily_doy = daily_days - day_offsets(daily.astype("datetime64[Y]").astype("datetime64[ns]"))
-    moisture = _daily_moisture(rng, daily.size, daily_doy)
+    daily_year = daily.astype("datetime64[Y]").astype(np.int64) + 1970
+    moisture = _daily_moisture(rng, daily.size, daily_doy, np.array([year_wetness[y] for y in daily_year]))
 
     def moisture_at(t):
         return moisture[np.clip(np.floor(day_offsets(t) - daily_days[0]).astype(int), 0, daily.size - 1)]

@@ -392,8 +392,14 @@ class FusionModel(nn.Module):
 class GPPTransformer(nn.Module):
     """Daily features over a window (B, L, F) + days (B, L) -> GPP of the window's LAST day (B,).
 
-    Linear input layer -> temporal encoding -> 4 transformer encoder blocks -> linear head on the
+    Linear input layer -> temporal encodings -> 4 transformer encoder blocks -> linear head on the
     last day's token. Predicting the last day means a prediction never uses later observations.
+
+    Two temporal encodings are added to every day's token: the sinusoidal encoding of its offset
+    within the window (as in the autoencoders) and a learned projection of its annual phase
+    (sin, cos of 2 pi t / 365.25, t = days since 1970; the fixed offset to the day of year is
+    absorbed by the projection). The phase tells the model the season, which the climatology
+    baseline knows too, so the comparison measures what the features add beyond the calendar.
     """
 
     def __init__(self, cfg: GPPConfig):
@@ -401,11 +407,14 @@ class GPPTransformer(nn.Module):
         self.cfg = cfg
         self.input = nn.Linear(cfg.n_features, cfg.d_model)
         self.time_encoding = TemporalEncoding(cfg.d_model)
+        self.season = nn.Linear(2, cfg.d_model)
         self.transformer = _transformer(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.ff_mult, cfg.dropout)
         self.head = nn.Linear(cfg.d_model, 1)
 
     def forward(self, x, days):                                  # x (B, L, F), days (B, L)
-        h = self.input(x) + self.time_encoding(days - days[:, :1])   # (B, L, D)
+        phase = 2 * math.pi * days / 365.25                          # (B, L)
+        annual = torch.stack([phase.sin(), phase.cos()], dim=-1)     # (B, L, 2)
+        h = self.input(x) + self.time_encoding(days - days[:, :1]) + self.season(annual)   # (B, L, D)
         h = self.transformer(h)                                  # (B, L, D)
         return self.head(h[:, -1]).squeeze(-1)                   # (B,)
 

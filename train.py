@@ -71,18 +71,19 @@ def add_common_args(parser, out):
     parser.add_argument("--s-stride", type=int, default=None,
                         help="spatial sampling stride in pixels (default: the paper's, 15 for S1, 9 for S2 and fusion)")
     parser.add_argument("--quick", action="store_true",
-                        help="CPU demo preset: 150 steps at lr 1e-3 with 20 warm-up steps and spatial stride 5 "
+                        help="CPU demo preset: 150 steps (or --max-steps) at lr 1e-3 with 20 warm-up steps and spatial stride 5 "
                              "(overlapping patches: the sample cubes are small), about a minute on 2 cores")
 
 
 def train_config_from_args(args):
-    """TrainConfig from the common flags; --quick overrides for a CPU demo."""
+    """TrainConfig from the common flags; --quick overrides them for a CPU demo (an explicit
+    --max-steps still wins, so a smoke test can run the quick preset for 2 steps)."""
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device)
     if args.quick:
         # a 3M-parameter model sees ~500 patches per epoch on the sample data: a higher lr and a
         # short warm-up make a minute of CPU training visible in the loss
-        cfg = dataclasses.replace(cfg, epochs=1000, max_steps=150, lr=1e-3, warmup_steps=20)
+        cfg = dataclasses.replace(cfg, epochs=1000, max_steps=args.max_steps or 150, lr=1e-3, warmup_steps=20)
     return cfg
 
 

@@ -1,9 +1,8 @@
 """Tests of embed.py: fast path == reference path, file layout, gap semantics, resume, errors, PCA.
 
-Run: python -m pytest -q tests/test_embed.py   (tiny models on a small synthetic cube, ~30 s on 2 cores)
+Run: python -m pytest -q tests/test_embed.py   (tiny models on small synthetic cubes; ~3 min on 2 cores
+     run alone, most of it training conftest.py's shared models for the PCA test)
 """
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -11,14 +10,9 @@ import xarray as xr
 
 import data
 import embed
-import losses
 import train
-from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
-
-
-def tiny_ae(modality, bands, latent):
-    cfg = AutoencoderConfig(modality, tuple(bands), latent, width=8, token_channels=4, n_heads=4, n_layers=1)
-    return ModalityAutoencoder(cfg)
+from conftest import tiny_ae
+from deepfeat import FusionConfig, FusionModel
 
 
 def save(model, kind, path):
@@ -131,25 +125,20 @@ def test_bad_checkpoints_give_clear_errors(cube, tmp_path):
         train.load_model(s2_only, bands=data.S2_BANDS)
 
 
-def test_pca_separates_land_cover(tmp_path):
+def test_pca_separates_land_cover(trained_fusion, tmp_path):
     """On the date with the most valid pixels, nearest-centroid classification of the first 3 PCs
-    recovers the known land-cover map far better than chance, after a short training of a tiny S2
-    autoencoder: the embedding carries land cover, not noise."""
-    _, s2, _ = data.make_synthetic_cube(seed=11, size=32, start="2020-04-01", end="2020-08-31")
+    of the fused embedding (tiny models trained on sample_data/, conftest.py) recovers the known
+    land-cover map of an unseen synthetic cube far better than chance: the embedding carries land
+    cover, not noise."""
+    s1, s2, _ = data.make_synthetic_cube(seed=11, size=32, start="2020-04-01", end="2020-08-31")
+    data.write_cube(s1, tmp_path / "p_s1.nc")
     data.write_cube(s2, tmp_path / "p_s2.nc")
-    cube = {"name": "p", "arrays": {"s2": data.cube_array(s2, data.S2_BANDS)}, "days": {"s2": data.day_offsets(s2.time)}}
-    batches = train.patch_batches([cube], dataclasses.replace(data.S2_SAMPLING, s_stride=1), "s2", 16, seed=0)
-    torch.manual_seed(0)
-    model = tiny_ae("s2", data.S2_BANDS, 9)
-    train.init_output_bias(model, batches)
-    cfg = train.TrainConfig(epochs=6, batch_size=16, lr=3e-3, warmup_steps=5)
-    loss_fn = train.autoencoder_loss_fn(losses.s2_loss, losses.context_weights())
-    train.fit(model, model.parameters(), loss_fn, batches, lambda: batches(0), cfg, tmp_path / "run", {"kind": "autoencoder"})
-    out = embed.embed_cube(tmp_path / "p_s2.nc", None, tmp_path / "run" / "checkpoint.pt", tmp_path / "e.nc",
+    out = embed.embed_cube(tmp_path / "p_s2.nc", tmp_path / "p_s1.nc", trained_fusion, tmp_path / "e.nc",
                            block_pixels=512)
     ratio = embed.pca_figure(out, tmp_path / "p_s2.nc", tmp_path / "pca.png", n_dates=2)
     assert (tmp_path / "pca.png").stat().st_size > 0 and ratio.sum() <= 1.0 + 1e-6
-    emb = xr.open_dataset(out).embedding.values                                   # (T, H, W, F)
+    emb = embed.select_features(xr.open_dataset(out).embedding).values            # (T, H, W, 7)
+    assert emb.shape[-1] == 7
     t = np.argmax(np.isfinite(emb).all(-1).sum((1, 2)))                           # date of Fig. 6
     ok = np.isfinite(emb[t]).all(-1)
     X, y = emb[t][ok], s2.landcover.values[ok]
@@ -161,7 +150,7 @@ def test_pca_separates_land_cover(tmp_path):
     pred = names[np.argmin(((pcs[~half, None] - centroids) ** 2).sum(-1), axis=1)]
     # balanced accuracy: mean recall over classes; chance (random embedding) is 1 / K
     recall = [(pred[y[~half] == c] == c).mean() for c in names]
-    assert np.mean(recall) > 1 / len(names) + 0.2, (recall, len(names))
+    assert np.mean(recall) > 1 / len(names) + 0.3, (recall, len(names))
 
 
 def test_reader_combines_real_10m_and_20m_files(realdata):

@@ -2,7 +2,8 @@
 windows without leakage, hand-computed metrics, tower features, and an end-to-end run on the
 synthetic tower where the embedding model must beat the climatology baseline.
 
-Run: python -m pytest -q tests/test_gpp.py   (about 50 s on 2 CPU cores, most of it the --quick run)
+Run: python -m pytest -q tests/test_gpp.py   (~4 min on 2 CPU cores run alone: conftest.py trains the
+     shared tiny models, then the --quick run)
 """
 import csv
 import subprocess
@@ -252,6 +253,19 @@ def test_model_output_shape():
     assert model(x, days).shape == (3,)
 
 
+def test_model_knows_the_season_but_not_the_year():
+    """The annual-phase encoding: the same window 4 years (1461 days = 4 x 365.25) later gives the
+    same prediction; half a year later a different one."""
+    torch.manual_seed(0)
+    model = gpp.build_model(n_features=7, d_model=16).eval()
+    x = torch.randn(3, 90, 7)
+    days = torch.arange(90.0).expand(3, 90) + 18000
+    with torch.no_grad():
+        now, later, half = (model(x, days + shift) for shift in (0, 1461, 182))
+    torch.testing.assert_close(later, now, atol=1e-4, rtol=0)
+    assert (half - now).abs().max() > 1e-3
+
+
 def test_training_is_deterministic_per_seed_and_scales_on_training_windows(tmp_path):
     from train import TrainConfig
 
@@ -315,40 +329,21 @@ def test_feature_set_parsing():
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tower_embeddings(tmp_path_factory):
-    """The shipped tower cubes through the real embed.py path (fast path, 24 x 24 px, 2017-2020).
-
-    The fusion checkpoint is a tiny UNTRAINED FusionModel (as in tests/test_embed.py), because
-    training the three stages takes minutes. Swap in a trained checkpoint (e.g. one shipped in
-    sample_data/ or made by a session fixture running the --quick stages) to make the fused
-    assertion below meaningful: this is the one line to change.
-    """
-    import data
+def tower_embeddings(trained_fusion, tmp_path_factory):
+    """The shipped tower cubes through embed.py (fast path, 24 x 24 px, 2017-2020) with the tiny
+    models that conftest.py trains on the other sample cubes (the tower is never trained on)."""
     import embed
-    import train
-    from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
-
-    def tiny_ae(modality, bands, latent):
-        return ModalityAutoencoder(AutoencoderConfig(modality, tuple(bands), latent, width=8, token_channels=4,
-                                                     n_heads=4, n_layers=1))
-
-    folder = tmp_path_factory.mktemp("tower")
-    torch.manual_seed(0)
-    model = FusionModel({"s1": tiny_ae("s1", data.S1_BANDS, 2), "s2": tiny_ae("s2", data.S2_BANDS, 9)},
-                        FusionConfig(d_model=16, n_heads=2, n_layers=1)).eval()
-    ckpt = folder / "fusion.pt"
-    train.save_checkpoint(ckpt, {"format": train.CHECKPOINT_FORMAT, "kind": "fusion",
-                                 "model_config": train.model_config_dict(model), "model": model.state_dict()})
     tower = ROOT / "sample_data" / "tower"
-    return embed.embed_cube(tower / "tower_s2.nc", tower / "tower_s1.nc", ckpt, folder / "tower_embeddings.nc")
+    out = tmp_path_factory.mktemp("tower") / "tower_embeddings.nc"
+    return embed.embed_cube(tower / "tower_s2.nc", tower / "tower_s1.nc", trained_fusion, out)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tower_embeddings, tmp_path_factory):
-    """`python gpp.py --quick` (the demo.sh line) on the shipped tower, fewer feature sets and epochs."""
+    """`python gpp.py --quick` (the demo.sh line) on the shipped tower, without the ndvi model."""
     out = tmp_path_factory.mktemp("gpp")
     cmd = [sys.executable, "gpp.py", "--quick", "--embeddings", str(tower_embeddings),
-           "--features", "fused,bands,climatology", "--epochs", "6", "--out", str(out)]
+           "--features", "fused,bands,climatology", "--out", str(out)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "gpp_metrics.csv", newline="") as f:
@@ -361,9 +356,9 @@ def test_quick_cli_writes_table_and_figure(quick_run):
     assert "nrmse_rng" in stdout and "synthetic" in stdout
     assert (out / "gpp_fig7.png").is_file() and (out / "fused" / "checkpoint.pt").is_file()
     assert set(rows) == {(f, s) for f in ("fused", "bands", "climatology") for s in ("train", "val")}
-    # every feature set is scored on the same days: 2020 windows with a full 90 days inside 2020
+    # every feature set is scored on the same days: every 2nd 2020 day whose 90-day window lies in 2020
     n_val = {rows[f, "val"]["n"] for f in ("fused", "bands", "climatology")}
-    assert len(n_val) == 1 and 150 <= int(n_val.pop()) <= 276
+    assert len(n_val) == 1 and 75 <= int(n_val.pop()) <= (366 - 89 + 1) // 2
 
 
 def test_s2_bands_model_beats_climatology(quick_run):
@@ -373,9 +368,9 @@ def test_s2_bands_model_beats_climatology(quick_run):
     assert float(rows["bands", "val"]["rmse"]) < float(rows["climatology", "val"]["rmse"])
 
 
-@pytest.mark.xfail(strict=True, reason="the fixture's fusion model is untrained (random weights), training the "
-                   "three stages does not fit the test budget; with the demo.sh checkpoints the fused embedding "
-                   "beats climatology on 2020 (RMSE 1.21 vs 1.27, README) - open item of issue 6")
 def test_fused_embedding_beats_climatology(quick_run):
+    """Sec. IV-C on the synthetic tower: the 7-d fused embedding of trained (tiny) models predicts
+    the validation year's GPP better than the mean seasonal cycle, by a margin (seeds 0-2 of the
+    GPP model gave 0.93-0.96 x the climatology's RMSE)."""
     rows = quick_run[2]
-    assert float(rows["fused", "val"]["rmse"]) < float(rows["climatology", "val"]["rmse"])
+    assert float(rows["fused", "val"]["rmse"]) < 0.97 * float(rows["climatology", "val"]["rmse"])
