@@ -41,7 +41,7 @@ def check_frozen(model, checkpoints):
     print("frozen autoencoders are bit-identical to " + ", ".join(map(str, checkpoints.values())))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     train.add_common_args(parser, out="runs/fusion")
     parser.add_argument("--s1-checkpoint", default="runs/s1/checkpoint.pt",
@@ -49,7 +49,7 @@ def main():
     parser.add_argument("--s2-checkpoint", default="runs/s2/checkpoint.pt",
                         help="pretrained S2 autoencoder (default runs/s2/checkpoint.pt)")
     parser.add_argument("--fused-dim", type=int, default=7, help="fused embedding size (default 7, Sec. III-C)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = train.train_config_from_args(args)
     torch.manual_seed(cfg.seed)
 
@@ -57,7 +57,8 @@ def main():
     autoencoders = {m: train.load_model(path, "autoencoder", m)[0] for m, path in checkpoints.items()}
     train_b, val_b, test_b, splits = train.stage_batches(args, "fusion", data.FUSION_SAMPLING, "s2", cfg,
                                                          bands=autoencoders["s2"].cfg.bands)
-    model = FusionModel(autoencoders, FusionConfig(fused_dim=args.fused_dim))
+    sizes = train.QUICK_FUSION if args.quick else {}
+    model = FusionModel(autoencoders, FusionConfig(fused_dim=args.fused_dim, **sizes))
     weights = {m: losses.context_weights(centre_weight=losses.FUSION_CENTRE_WEIGHT[m]) for m in checkpoints}
     loss_fn = fusion_loss_fn(weights)
     train.fit(model, model.trainable_parameters(), loss_fn, train_b, val_b, cfg, args.out,

@@ -18,11 +18,11 @@ import train
 from deepfeat import AutoencoderConfig
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     train.add_common_args(parser, out="runs/s1")
     parser.add_argument("--latent-dim", type=int, default=2, help="latent size (default 2, Sec. III-B)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     model_cfg = AutoencoderConfig("s1", data.S1_BANDS, args.latent_dim, token_channels=8)
     train.pretrain(args, model_cfg, data.S1_SAMPLING, losses.s1_loss)
 

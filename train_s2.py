@@ -17,13 +17,13 @@ import train
 from deepfeat import AutoencoderConfig
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     train.add_common_args(parser, out="runs/s2")
     parser.add_argument("--bands", nargs="+", default=list(data.S2_BANDS),
                         help="S2 bands to train on (default the ten 10-20 m bands B02..B12)")
     parser.add_argument("--latent-dim", type=int, default=9, help="latent size (default 9, Sec. III-B)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     train.pretrain(args, AutoencoderConfig("s2", tuple(args.bands), args.latent_dim), data.S2_SAMPLING, losses.s2_loss)
 
 

@@ -1,6 +1,6 @@
 """Tests of train.py and the stage scripts: real learning, checkpoints, resume, CLI smoke runs.
 
-Run: python -m pytest -q tests/test_train.py   (~1 min on 2 CPU cores)
+Run: python -m pytest -q tests/test_train.py   (~4 min on 2 CPU cores, most of it conftest.py's quick start)
 """
 import dataclasses
 
@@ -12,8 +12,7 @@ import data
 import losses
 import train
 import train_fusion
-import train_s1
-import train_s2
+from conftest import ROOT
 from deepfeat import AutoencoderConfig, ModalityAutoencoder
 
 
@@ -97,25 +96,19 @@ def test_mismatched_checkpoints_are_clear_errors(cubes, tmp_path):
         train.load_model(tmp_path / "missing.pt")
 
 
-def test_stage_clis_in_quick_mode(tmp_path, monkeypatch):
-    """The README's commands, shortened to 2 steps: S1, S2, then fusion on their checkpoints."""
-    def quick(*modalities):
-        return ["--quick", "--max-steps", "2", "--cubes",
-                *[f"sample_data/synth_{i}_{m}.nc" for i in range(3) for m in modalities]]
-
-    monkeypatch.chdir(train.__file__.rsplit("/", 1)[0])
-    for script, name in ((train_s1, "s1"), (train_s2, "s2")):
-        monkeypatch.setattr("sys.argv", [f"train_{name}.py", *quick(name), "--out", str(tmp_path / name)])
-        script.main()
-        assert (tmp_path / name / "checkpoint.pt").exists() and (tmp_path / name / "test_metrics.csv").exists()
-    monkeypatch.setattr("sys.argv", ["train_fusion.py", *quick("s1", "s2"), "--out", str(tmp_path / "fusion"),
-                                     "--s1-checkpoint", str(tmp_path / "s2" / "checkpoint.pt"),
-                                     "--s2-checkpoint", str(tmp_path / "s2" / "checkpoint.pt")])
+def test_stage_clis_in_quick_mode(quick_models, tmp_path):
+    """The README's three training commands (run once by conftest.py): each writes its checkpoint
+    and test metrics from a by-cube split, the quick preset's small model, and fusion refuses an
+    S2 checkpoint given as S1."""
+    for stage in ("s1", "s2", "fusion"):
+        assert (quick_models / stage / "test_metrics.csv").exists()
+        ckpt = train.load_checkpoint(quick_models / stage / "checkpoint.pt")
+        assert set(ckpt["meta"]["splits"]) == {"train", "val", "test"}
+        assert ckpt["step"] == 150
+    s2 = train.load_checkpoint(quick_models / "s2" / "checkpoint.pt")["model_config"]
+    assert {k: s2[k] for k in train.QUICK_AUTOENCODER} == train.QUICK_AUTOENCODER
+    wrong = ["--quick", "--max-steps", "2", "--cubes", str(ROOT / "sample_data"), "--out", str(tmp_path),
+             "--s1-checkpoint", str(quick_models / "s2" / "checkpoint.pt"),
+             "--s2-checkpoint", str(quick_models / "s2" / "checkpoint.pt")]
     with pytest.raises(SystemExit, match="expected the s1"):
-        train_fusion.main()
-    monkeypatch.setattr("sys.argv", ["train_fusion.py", *quick("s1", "s2"), "--out", str(tmp_path / "fusion"),
-                                     "--s1-checkpoint", str(tmp_path / "s1" / "checkpoint.pt"),
-                                     "--s2-checkpoint", str(tmp_path / "s2" / "checkpoint.pt")])
-    train_fusion.main()                          # includes the bit-identical frozen-weights check
-    ckpt = train.load_checkpoint(tmp_path / "fusion" / "checkpoint.pt", "fusion")
-    assert set(ckpt["meta"]["splits"]) == {"train", "val", "test"}
+        train_fusion.main(wrong)
