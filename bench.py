@@ -150,6 +150,12 @@ def bench_embedding(device, T, h, w, amp=False):
           f"(frame convs {frame / 1e6:.1f} M, window transformers + fusion {window / 1e6:.1f} M) | "
           f"measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s | fast path at "
           f"{100 * fast_flops * results['fast'] / peak:.0f} % of it", flush=True)
+    # The reference path runs 11 frame encodings per embedding; the fast path one per pixel-date of
+    # the block, cloudy ones included (they are context for their neighbours' windows). So even
+    # with free transformers, sharing cannot gain more than 11 x (embedded share of pixel-dates).
+    share = n / (T * h * w)
+    print(f"embed {tag} | FLOP ratio reference/fast {ref_flops / fast_flops:.1f}x | bound for any model "
+          f"at this cloud cover: 11 x {share:.2f} embedded = {11 * share:.1f}x", flush=True)
     return results
 
 
