@@ -89,7 +89,7 @@ def train_config_from_args(args):
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device)
     if args.quick:
-        # a 3M-parameter model sees ~500 patches per epoch on the sample data: a higher lr and a
+        # the small quick model sees ~500 patches per epoch on the sample data: a higher lr and a
         # short warm-up make a minute of CPU training visible in the loss
         cfg = dataclasses.replace(cfg, epochs=1000, max_steps=args.max_steps or 150, lr=1e-3, warmup_steps=20)
     return cfg

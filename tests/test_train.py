@@ -2,6 +2,7 @@
 
 Run: python -m pytest -q tests/test_train.py   (~4 min on 2 CPU cores, most of it conftest.py's quick start)
 """
+import argparse
 import dataclasses
 
 import numpy as np
@@ -94,6 +95,14 @@ def test_mismatched_checkpoints_are_clear_errors(cubes, tmp_path):
         train.load_model(tmp_path / "s2.pt", "fusion")
     with pytest.raises(SystemExit, match="not found"):
         train.load_model(tmp_path / "missing.pt")
+
+
+def test_quick_preset_keeps_an_explicit_max_steps():
+    parser = argparse.ArgumentParser()
+    train.add_common_args(parser, out="runs/x")
+    assert train.train_config_from_args(parser.parse_args(["--quick"])).max_steps == 150
+    cfg = train.train_config_from_args(parser.parse_args(["--quick", "--max-steps", "2"]))
+    assert (cfg.max_steps, cfg.lr) == (2, 1e-3)
 
 
 def test_stage_clis_in_quick_mode(quick_models, tmp_path):
