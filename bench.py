@@ -19,14 +19,14 @@ from torch.utils.flop_counter import FlopCounterMode
 import data
 import embed
 import losses
-from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
+from deepfeat import S1_TOKEN_CHANNELS, AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
 from train_fusion import fusion_loss_fn
 
 
 def models():
     """Fresh S1 and S2 autoencoders (trainable) and a fusion model over its own frozen copies."""
     torch.manual_seed(0)
-    make = {"s1": lambda: ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, token_channels=8)),
+    make = {"s1": lambda: ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, token_channels=S1_TOKEN_CHANNELS)),
             "s2": lambda: ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9))}
     return make["s1"](), make["s2"](), FusionModel({m: f() for m, f in make.items()}, FusionConfig())
 

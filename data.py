@@ -51,6 +51,7 @@ S2_BOA_OFFSET_BASELINE = 4.0
 # medium/high probability, 10 thin cirrus are masked; 11 snow only on request.
 SCL_MASKED = (0, 1, 3, 8, 9, 10)
 SCL_SNOW = 11
+NO_MASK = "none"          # mask_var / --mask-var value: use the bands as they are, without a cloud mask
 # Units attributes that mean "already reflectance" (CF: "1" is dimensionless).
 REFLECTANCE_UNITS = ("1", "reflectance", "surface reflectance", "dimensionless")
 # Float band values whose maximum stays below this are taken as reflectance, not DN (real DN of a
@@ -77,8 +78,67 @@ EPOCH = np.datetime64("1970-01-01", "ns")
 # Errors
 # ---------------------------------------------------------------------------------------------
 
-class CubeError(ValueError):
-    """The one error type for bad input; the message names the problem and the variable/file."""
+class InputError(ValueError):
+    """Bad input to any stage (a cube, a flux table, a flag); the message names the problem and the
+    file or flag. Every command line turns it into one line on stderr and exit status 2 (run_cli)."""
+
+
+class CubeError(InputError):
+    """Bad cube input; the message names the problem and the variable/file."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: `train_s2.py: error: argument --s-stride: ...` and exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_at_least(minimum):
+    """argparse type for sizes, strides and counts: an integer >= minimum, refused up front."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def add_mask_arg(parser):
+    """The --mask-var flag of every command that reads S2 (training, embedding, GPP)."""
+    parser.add_argument("--mask-var", default=None, metavar="NAME",
+                        help="S2 cloud mask (default: the file's SCL, classes 0 1 3 8 9 10 masked); NAME: a "
+                             f"CloudSEN12-style mask variable, != 0 masked; {NO_MASK}: no mask (cube masked already)")
+
+
+def run_cli(main, argv=None):
+    """Run a command line's main(argv): bad input ends in one line on stderr and exit status 2.
+
+    InputError (CubeError, gpp.FluxError), a SystemExit carrying a message (checkpoint errors) and
+    OSError (missing file, no permission, disk full) print "error: ..." instead of a traceback;
+    Ctrl-C prints one line (exit 130): what was written before stays (checkpoints, embedding parts).
+    """
+    prog = Path(sys.argv[0]).name
+    try:
+        return main(argv)
+    except SystemExit as err:
+        if not isinstance(err.code, str):
+            raise
+        message = err.code
+    except (InputError, OSError) as err:
+        message = str(err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; what was written is kept (rerun the same command to resume, "
+              "training with --resume)", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"{prog}: error: {message.removeprefix('error: ')}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +220,7 @@ def validate_cube(ds, bands, min_dates=11, min_size=15, name="cube"):
 # Shared loading helpers
 # ---------------------------------------------------------------------------------------------
 
-def _open_any(path):
+def open_raw(path):
     """Open one netCDF file (or a .zarr folder when zarr is installed) lazily as a raw Dataset."""
     p = Path(path)
     if not p.exists():
@@ -268,6 +328,25 @@ def _crs_text(ds, gm):
     return attrs.get("crs_wkt") or attrs.get("spatial_ref")
 
 
+def _crs_id(ds):
+    """'EPSG:3035' from the grid mapping's WKT (its last EPSG code: the CRS's own) or a global `crs`
+    attribute; else the CRS text; None when the cube names no CRS."""
+    text = _crs_text(ds, _grid_mapping(ds, list(ds.data_vars))) or ds.attrs.get("crs")
+    if text is None:
+        return None
+    codes = re.findall(r'EPSG[",:]+(\d+)', str(text))
+    return f"EPSG:{codes[-1]}" if codes else str(text)
+
+
+def check_same_crs(ds, ref, name, ref_name):
+    """CubeError when both grids name a CRS and they differ: x/y in metres of two projections can
+    overlap numerically and would be matched pixel by pixel without a word (no reprojection here)."""
+    crs, ref_crs = _crs_id(ds), _crs_id(ref)
+    if crs is not None and ref_crs is not None and crs != ref_crs:
+        raise CubeError(f"{name} is in {crs[:60]}, {ref_name} in {ref_crs[:60]}: reproject it onto the "
+                        "grid of the other first (e.g. gdalwarp or rioxarray's reproject_match)")
+
+
 # ---------------------------------------------------------------------------------------------
 # S2 loading (Sec. II: L2A reflectance, cloud/shadow masking; ten 10-20 m bands)
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +379,7 @@ def _requested_s2(bands):
     for b in bands:
         c = _s2_canonical(b)
         if c is None or c == "SCL":
-            raise CubeError(f"bands=: {b!r} is not a Sentinel-2 band name (use e.g. B02 or B2)")
+            raise CubeError(f"--bands: {b!r} is not a Sentinel-2 band name (use e.g. B02 or B2)")
         out.append(c)
     return tuple(out)
 
@@ -331,9 +410,7 @@ def _combine_resolutions(opened, sources):
         if not np.array_equal(_time_values(d, src), ref_t):
             raise CubeError(f"{src}: dates differ from those of {ref_src}; "
                             "files to combine must share one time axis")
-        crs, ref_crs = _crs_text(d, _grid_mapping(d, list(d.data_vars))), _crs_text(ref, ref_gm)
-        if crs is not None and ref_crs is not None and crs != ref_crs:
-            raise CubeError(f"{src}: CRS differs from that of {ref_src}")
+        check_same_crs(d, ref, src, ref_src)
         iy, in_y = _nearest_index(d["y"].values, ref["y"].values)
         ix, in_x = _nearest_index(d["x"].values, ref["x"].values)
         if not (in_y.any() and in_x.any()):
@@ -370,7 +447,7 @@ def open_s2_raw(path):
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise CubeError("open_s2: no file given")
-    dsets = [_open_any(p) for p in paths]
+    dsets = [open_raw(p) for p in paths]
     if len(dsets) == 1:
         return dsets[0]
     return _combine_resolutions(dsets, [str(p) for p in paths])
@@ -440,7 +517,14 @@ def _boa_offsets(ds, var, times, boa_offset):
 
 
 def _cloud_mask(ds, mask_var, mask_snow, name):
-    """(T, H, W) bool mask of invalid pixels from `mask_var` (CloudSEN12) or SCL; None if neither."""
+    """(T, H, W) bool mask of invalid pixels from `mask_var` (CloudSEN12) or SCL, and how it was made.
+
+    mask_var None: SCL; else the mask the file records as applied (its `cloud_mask` attribute, as
+    prepared and synthetic cubes have); else a loud warning (clouds would enter training and
+    embeddings as land). NO_MASK: no mask, on purpose (e.g. a cube cloud-masked to NaN elsewhere).
+    """
+    if mask_var == NO_MASK:
+        return None, "none (--mask-var none)"
     if mask_var is not None:
         if mask_var not in ds.variables:
             raise CubeError(f"{name}: mask variable {mask_var!r} not found; "
@@ -448,7 +532,13 @@ def _cloud_mask(ds, mask_var, mask_snow, name):
         m = np.asarray(_as_tyx(ds[mask_var], mask_var, name).values, dtype=np.float64)
         return m != 0, f"{mask_var} (CloudSEN12: 1 thick, 2 thin cloud, 3 shadow masked)"
     scl_name = _s2_names(ds).get("SCL")
+    recorded = str(ds.attrs.get("cloud_mask", "none"))
+    if scl_name is None and not recorded.startswith("none"):
+        return None, f"applied before: {recorded}"
     if scl_name is None:
+        warnings.warn(f"{name}: no SCL or cloud-mask variable, clouds and shadows are NOT masked; pass "
+                      "--mask-var NAME for a CloudSEN12 mask, or --mask-var none if the cube is already "
+                      "masked (NaN)", UserWarning, stacklevel=3)
         return None, "none (no SCL or mask variable)"
     scl = np.asarray(_as_tyx(ds[scl_name], scl_name, name).values, dtype=np.float64)
     classes = SCL_MASKED + ((SCL_SNOW,) if mask_snow else ())
@@ -477,7 +567,7 @@ def prepare_s2(raw, bands=S2_BANDS, boa_offset="auto", mask_var=None, mask_snow=
     if missing:
         raise CubeError(f"{name}: missing band(s) {', '.join(missing)} (has "
                         f"{', '.join(sorted(c for c in names if c != 'SCL')) or 'no S2 band'}); "
-                        "pass bands= with the bands the file has")
+                        "train on the bands the file has with --bands")
     for b in bands:
         _as_tyx(ds[names[b]], names[b], name)
     times = _time_values(ds, name)
@@ -635,8 +725,9 @@ def prepare_s1(raw, bands=S1_BANDS, units="auto", target=None, source=""):
     2. to linear power; acquisitions of one calendar day merged by nanmean (merge_same_day);
     3. three-frame centred rolling mean in linear scale (rolling_mean3; NaN stays NaN);
     4. dB, then 0-1 with the fixed bounds S1_DB_RANGE, clipped;
-    5. with `target` (a Dataset with 1-D x/y, e.g. the S2 cube, same CRS assumed): nearest
-       neighbour onto its grid by coordinates; target pixels outside the S1 footprint are NaN.
+    5. with `target` (a Dataset with 1-D x/y, e.g. the S2 cube): nearest neighbour onto its grid by
+       coordinates; target pixels outside the S1 footprint are NaN. Both must be in one CRS (no
+       reprojection here): when both name their CRS and they differ, CubeError.
     Times must be non-decreasing (same-day duplicates are expected and merged).
     """
     name = _source_of(raw, source)
@@ -644,12 +735,12 @@ def prepare_s1(raw, bands=S1_BANDS, units="auto", target=None, source=""):
     bands = tuple(str(b).lower() for b in bands)
     unknown = [b for b in bands if b not in S1_BANDS]
     if unknown:
-        raise CubeError(f"bands=: {', '.join(unknown)} not Sentinel-1 bands (use vv, vh)")
+        raise CubeError(f"{', '.join(unknown)}: not Sentinel-1 bands (use vv, vh)")
     names = _s1_names(ds)
     missing = [b for b in bands if b not in names]
     if missing:
         raise CubeError(f"{name}: missing band(s) {', '.join(missing)}; variables are "
-                        f"{', '.join(map(str, ds.data_vars))}; pass bands= with the bands the file has")
+                        f"{', '.join(map(str, ds.data_vars))} (VV/VH variables are found by name: vv, VV, Gamma0_VV, ...)")
     for b in bands:
         _as_tyx(ds[names[b]], names[b], name)
     times = _time_values(ds, name, allow_duplicates=True)
@@ -687,6 +778,8 @@ def _regrid_nearest(variables, ds, target, name, coords, gm):
     if not isinstance(target, (xr.Dataset, xr.DataArray)) or "x" not in target.coords \
             or "y" not in target.coords or target["x"].ndim != 1 or target["y"].ndim != 1:
         raise CubeError(f"{name}: target must be a Dataset with 1-D x and y coordinates")
+    tds = target if isinstance(target, xr.Dataset) else target.to_dataset(name="_target")
+    check_same_crs(ds, tds, name, "the target (S2) grid")
     iy, in_y = _nearest_index(ds["y"].values, target["y"].values)
     ix, in_x = _nearest_index(ds["x"].values, target["x"].values)
     if not (in_y.any() and in_x.any()):
@@ -700,7 +793,6 @@ def _regrid_nearest(variables, ds, target, name, coords, gm):
         g[:, ~in_y, :] = np.nan
         g[:, :, ~in_x] = np.nan
         out[b] = g
-    tds = target if isinstance(target, xr.Dataset) else target.to_dataset(name="_target")
     t_coords, t_gm = _grid_coords(tds, list(tds.data_vars))
     if t_gm is None and gm is not None:
         t_coords[gm], t_gm = coords[gm], gm
@@ -709,7 +801,7 @@ def _regrid_nearest(variables, ds, target, name, coords, gm):
 
 def open_s1(path, bands=S1_BANDS, units="auto", target=None):
     """Open an S1 netCDF (or .zarr) file and prepare it (see prepare_s1); in-memory convention cube."""
-    raw = _open_any(path)
+    raw = open_raw(path)
     try:
         out = prepare_s1(raw, bands, units, target, source=str(path))
     finally:
@@ -733,6 +825,7 @@ def match_s1_to_s2(s1, s2, max_gap_days=6.0):
     for label, ds in (("S1", s1), ("S2", s2)):
         if not isinstance(ds, xr.Dataset) or "x" not in ds.coords or "y" not in ds.coords:
             raise CubeError(f"match_s1_to_s2: {label} must be a Dataset with x/y coordinates")
+    check_same_crs(s1, s2, "match_s1_to_s2: the S1 cube", "the S2 cube")
     s1_t = _time_values(s1, "S1 cube")
     s2_t = _time_values(s2, "S2 cube")
     same_grid = all(s1.sizes[d] == s2.sizes[d] and
@@ -996,7 +1089,8 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
         "flag_values": np.arange(len(LANDCOVER), dtype=np.int8), "flag_meanings": " ".join(LANDCOVER),
         "grid_mapping": "spatial_ref"})
     s2 = xr.Dataset(s2_vars, coords={"time": s2_t, **grid},
-                    attrs=dict(tower_attrs, sensor="Sentinel-2 L2A (synthetic)"))
+                    attrs=dict(tower_attrs, sensor="Sentinel-2 L2A (synthetic)",
+                               cloud_mask="synthetic clouds and shadows set to NaN"))
     s1 = xr.Dataset({b: (("time", "y", "x"), s1_vars[b], {"units": "linear",
                                                           "grid_mapping": "spatial_ref",
                                                           "long_name": f"gamma0 {b.upper()}"})
@@ -1210,18 +1304,47 @@ def split_cubes(names, fractions=(0.75, 0.17, 0.08), seed=0):
             "test": order[n_train + n_val:]}
 
 
+# One cube (or two) cannot be split by cube: it is cut into square tiles instead, TILE_GAP px apart
+# so that no train patch touches a val/test patch (a 15 px patch reaches 7 px beyond its centre).
+TILE_SIZE = 28
+TILE_GAP = 8
+
+
+def tile_cube(cube, size=TILE_SIZE, gap=TILE_GAP):
+    """A loaded cube (see load_training_cubes) -> disjoint tiles of size x size px, `gap` px apart.
+
+    Tiles start at 0, size + gap, ... along y and x while they fit; each is a cube of its own, named
+    'NAME[y0:y1,x0:x1]', with views (no copies) of the cube's arrays.
+    """
+    H, W = next(iter(cube["arrays"].values())).shape[2:]
+    return [{"name": f"{cube['name']}[{y0}:{y0 + size},{x0}:{x0 + size}]",
+             "arrays": {m: a[:, :, y0:y0 + size, x0:x0 + size] for m, a in cube["arrays"].items()},
+             "days": cube["days"]}
+            for y0 in range(0, H - size + 1, size + gap) for x0 in range(0, W - size + 1, size + gap)]
+
+
 _MODALITIES = {"s1": S1_SAMPLING, "s2": S2_SAMPLING, "fusion": FUSION_SAMPLING}
+_RESOLUTION = re.compile(r"(.+)_(10|20|60)m$")        # X_10m.nc, X_20m.nc: one S2 area, two files
 
 
 def find_cubes(paths, modality):
-    """Expand files/folders into cube files: s1 -> [X_s1.nc ...], s2 -> [X_s2.nc ...],
-    fusion -> [(X_s1.nc, X_s2.nc) ...] paired by their common prefix X. Sorted by name."""
+    """Expand files/folders into cube entries, sorted by name.
+
+    s1 -> [X_s1.nc ...]; s2 -> [X_s2.nc ...], where files named X_10m.nc and X_20m.nc (and X_60m.nc)
+    become one entry (X_10m.nc, X_20m.nc): one area at two resolutions, combined by open_s2;
+    fusion -> [(X_s1.nc, X_s2.nc) ...] paired by their common prefix X. A tuple among `paths` is an
+    entry already (a fusion pair, or the S2 files of one area) and is kept as it is.
+    """
     if modality not in _MODALITIES:
         raise CubeError(f"modality must be one of {sorted(_MODALITIES)}, got {modality!r}")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     suffixes = ("_s1", "_s2") if modality == "fusion" else (f"_{modality}",)
-    files = []
-    for p in map(Path, paths):
+    files, entries = [], []
+    for p in paths:
+        if isinstance(p, tuple):
+            entries.append(tuple(map(Path, p)))
+            continue
+        p = Path(p)
         if p.is_dir() and p.suffix != ".zarr":
             found = sorted(f for s in suffixes for f in p.glob(f"*{s}.nc"))
             if not found:
@@ -1231,45 +1354,48 @@ def find_cubes(paths, modality):
             files.append(p)
         else:
             raise CubeError(f"{p}: file or folder not found")
-    if not files:
-        raise CubeError("find_cubes: no cube files given")
-    if modality != "fusion":
-        return sorted(set(files), key=lambda f: f.name)
-    pairs = {}
-    for f in files:
-        stem = f.stem
-        if stem[-3:] not in ("_s1", "_s2"):
-            raise CubeError(f"{f}: fusion needs files named X_s1.nc and X_s2.nc")
-        pairs.setdefault((f.parent, stem[:-3]), {})[stem[-2:]] = f
-    for (folder, prefix), pair in pairs.items():
-        for s in ("s1", "s2"):
-            if s not in pair:
-                raise CubeError(f"{folder / prefix}: incomplete pair, {prefix}_{s}.nc is missing")
-    return [(p["s1"], p["s2"]) for _, p in sorted(pairs.items(), key=lambda kv: kv[0][1])]
+    if not files and not entries:
+        raise CubeError("no cube files given (--cubes)")
+    if modality == "s1":
+        entries += sorted(set(files))
+    elif modality == "s2":
+        areas = {}
+        for f in sorted(set(files)):
+            m = _RESOLUTION.fullmatch(f.stem)
+            areas.setdefault((f.parent, m.group(1)) if m else f, []).append(f)
+        entries += [tuple(group) if len(group) > 1 else group[0] for group in areas.values()]
+    else:
+        pairs = {}
+        for f in files:
+            stem = f.stem
+            if stem[-3:] not in ("_s1", "_s2"):
+                raise CubeError(f"{f}: fusion needs files named X_s1.nc and X_s2.nc")
+            pairs.setdefault((f.parent, stem[:-3]), {})[stem[-2:]] = f
+        for (folder, prefix), pair in pairs.items():
+            for s in ("s1", "s2"):
+                if s not in pair:
+                    raise CubeError(f"{folder / prefix}: incomplete pair, {prefix}_{s}.nc is missing")
+        entries += [(p["s1"], p["s2"]) for p in pairs.values()]
+    return sorted(entries, key=cube_name)
 
 
-def cube_name(path):
-    """'folder/synth_0_s2.nc' -> 'synth_0'."""
-    stem = Path(path).stem
-    return stem[:-3] if stem[-3:] in ("_s1", "_s2") else stem
+def cube_name(entry):
+    """'folder/synth_0_s2.nc' -> 'synth_0'; a fusion pair or the S2 files of one area -> their prefix."""
+    stem = Path(entry[0] if isinstance(entry, tuple) else entry).stem
+    m = _RESOLUTION.fullmatch(stem)
+    return m.group(1) if m else stem[:-3] if stem[-3:] in ("_s1", "_s2") else stem
 
 
-def load_training_cubes(paths, modality, bands=None):
+def load_training_cubes(paths, modality, bands=None, mask_var=None):
     """Cubes ready for sample_patches: [{"name", "arrays": {m: (T, C, H, W)}, "days": {m: (T,)}}].
 
-    `paths`: files/folders (expanded by find_cubes) or, for fusion, (s1, s2) pairs. s1: open_s1;
-    s2: open_s2 with `bands` (default all ten S2_BANDS; real files often lack some); fusion:
+    `paths`: files/folders or entries (expanded by find_cubes). s1: open_s1; s2: open_s2 with `bands`
+    (default all ten S2_BANDS; real files often lack some) and `mask_var` (see prepare_s2); fusion:
     open_s2, open_s1(target=s2), match_s1_to_s2, days of s1 from s1_time. Each cube is validated
     for the modality's sampling (>= 11 dates, >= 15 px).
     """
     bands = tuple(bands or S2_BANDS)
-    if modality not in _MODALITIES:
-        raise CubeError(f"modality must be one of {sorted(_MODALITIES)}, got {modality!r}")
-    items = list(paths) if not isinstance(paths, (str, os.PathLike)) else [paths]
-    if modality == "fusion" and items and all(isinstance(i, tuple) for i in items):
-        entries = items
-    else:
-        entries = find_cubes(items, modality)
+    entries = find_cubes(paths, modality)
     cfg = _MODALITIES[modality]
     cubes = []
     for entry in entries:
@@ -1278,18 +1404,17 @@ def load_training_cubes(paths, modality, bands=None):
             validate_cube(s1, S1_BANDS, cfg.n_frames, cfg.patch, name=str(entry))
             arrays, days = {"s1": cube_array(s1, S1_BANDS)}, {"s1": day_offsets(s1["time"])}
         elif modality == "s2":
-            s2 = open_s2(entry, bands=bands)
-            validate_cube(s2, bands, cfg.n_frames, cfg.patch, name=str(entry))
+            s2 = open_s2(entry, bands=bands, mask_var=mask_var)
+            validate_cube(s2, bands, cfg.n_frames, cfg.patch, name=cube_name(entry))
             arrays, days = {"s2": cube_array(s2, bands)}, {"s2": day_offsets(s2["time"])}
         else:
             s1_path, s2_path = entry
-            s2 = open_s2(s2_path, bands=bands)
+            s2 = open_s2(s2_path, bands=bands, mask_var=mask_var)
             validate_cube(s2, bands, cfg.n_frames, cfg.patch, name=str(s2_path))
             matched = match_s1_to_s2(open_s1(s1_path, target=s2), s2)
             arrays = {"s1": cube_array(matched, S1_BANDS), "s2": cube_array(s2, bands)}
             days = {"s1": day_offsets(matched["s1_time"]), "s2": day_offsets(s2["time"])}
-        path = entry[1] if modality == "fusion" else entry
-        cubes.append({"name": cube_name(path), "arrays": arrays, "days": days})
+        cubes.append({"name": cube_name(entry), "arrays": arrays, "days": days})
     return cubes
 
 
@@ -1336,16 +1461,12 @@ def _inspect_csv(path):
 
 def _inspect_nc(path):
     """Summary of one cube file: raw layout and the prepared S2/S1 values."""
-    with _open_any(path) as raw:
+    with open_raw(path) as raw:
         ds = _split_band_dim(raw, str(path))
         lines = [f"dims        : " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),
                  f"variables   : " + ", ".join(f"{v} ({ds[v].dtype})" for v in ds.data_vars)]
         if "x" in ds.coords and ds.sizes.get("x", 0) > 1:
-            gm = _grid_mapping(ds, list(ds.data_vars))
-            crs = str(_crs_text(ds, gm) or ds.attrs.get("crs", "unknown"))
-            epsg = re.findall(r'EPSG[",:]+(\d+)', crs)
-            lines.append(f"grid        : {_resolution(ds):g} m pixels, CRS "
-                         f"{'EPSG:' + epsg[-1] if epsg else crs[:40]}")
+            lines.append(f"grid        : {_resolution(ds):g} m pixels, CRS {str(_crs_id(ds))[:40]}")
         if "time" in ds.coords:
             t = np.asarray(ds["time"].values)
             lines.append(f"dates       : {_dates_text(t)}")
@@ -1383,18 +1504,18 @@ def _inspect_nc(path):
 
 
 def inspect(path):
-    """Print a summary of a cube file (S2, S1, synthetic) or FLUXNET CSV; a folder: every file in it."""
+    """Print a summary of a cube file (S2, S1, synthetic) or FLUXNET CSV; a folder: every file in it.
+    Returns the number of files that could not be read (each named on stderr)."""
     p = Path(path)
     if p.is_dir() and p.suffix != ".zarr":
-        for f in sorted(q for q in p.iterdir() if q.suffix in (".nc", ".csv") or q.suffix == ".zarr"):
-            inspect(f)
-        return
+        return sum(inspect(f) for f in sorted(q for q in p.iterdir() if q.suffix in (".nc", ".csv", ".zarr")))
     print(f"== {p}")
     try:
-        lines = _inspect_csv(p) if p.suffix == ".csv" else _inspect_nc(p)
-    except CubeError as err:
-        lines = [f"error       : {err}"]
-    print("\n".join(lines))
+        print("\n".join(_inspect_csv(p) if p.suffix == ".csv" else _inspect_nc(p)))
+    except (InputError, OSError, KeyError, ValueError) as err:
+        print(f"data.py inspect: error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def make_sample_data(out):
@@ -1423,7 +1544,7 @@ def make_sample_data(out):
 
 def main(argv=None):
     """Command line: `inspect PATH...` and `make-sample-data [--out DIR]`."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_inspect = sub.add_parser("inspect", help="summarise cube files (dims, bands, dates, revisit, "
@@ -1435,11 +1556,11 @@ def main(argv=None):
                         help="output folder (default: sample_data/ next to data.py)")
     args = parser.parse_args(argv)
     if args.command == "inspect":
-        for p in args.paths:
-            inspect(p)
+        if sum(inspect(p) for p in args.paths):
+            raise SystemExit(2)
     else:
         make_sample_data(args.out)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

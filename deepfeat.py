@@ -15,12 +15,12 @@ units with NaN where the observation is missing (cloud, no acquisition), plus da
 acquisition dates as day numbers (data.day_offsets). The model fills NaN with 0 and appends the
 validity fraction as one extra input channel. That fill looks at one value only, so a frame's input
 never depends on which window it sits in (the authors' code fills with the window's band mean,
-which does; spec.md). The loss sees the mask separately.
+which does; authors' repository Sonicious/DeepFeatures). The loss sees the mask separately.
 
 Why the encoder is split into `encode_frames` and `encode_tokens`: the per-frame convolutions see
 one 15 x 15 frame only, so embed.py computes each frame's token once and shares it between the 11
 windows that contain the frame. The temporal transformer attends over the 11 frames of ONE sample
-(batch_first), never across the batch: the authors' code mixes samples there (spec.md).
+(batch_first), never across the batch: the authors' code mixes samples there (Sonicious/DeepFeatures).
 
 Run `python deepfeat.py` for parameter counts and a shape walk-through of both autoencoders and
 the fusion model (CPU, a second).
@@ -38,14 +38,19 @@ import torch.nn.functional as F
 # 1. Configs
 # ----------------------------------------------------------------------------------------------
 
+# S1 has two bands: a 128-wide token (8 channels x 4 x 4) instead of S2's 256, so its transformer
+# costs a quarter (embedding speed is set by the transformers, bench.py).
+S1_TOKEN_CHANNELS = 8
+
+
 @dataclass
 class AutoencoderConfig:
-    """Sizes of one ModalityAutoencoder (Sec. III-B; spec.md "Model").
+    """Sizes of one ModalityAutoencoder (Sec. III-B; sizes from the authors' repository Sonicious/DeepFeatures).
 
     `width` is the convolution width. The paper does not fix it; the authors' 147-channel model
     spends ~78 % of its FLOPs in one 147->147 7x7 conv, so we size it for 2 (S1) or 10 (S2) bands.
     `ff_mult` sets the transformer feed-forward width (ff_mult * d_model); the research code's width
-    of 2 looks accidental (spec.md), we use the conventional 2 x d_model.
+    of 2 looks accidental, we use the conventional 2 x d_model.
     """
     modality: str                       # "s1", "s2", ... (checked when checkpoints are loaded)
     bands: tuple                        # band names in input channel order
@@ -54,7 +59,7 @@ class AutoencoderConfig:
     patch: int = 15                     # H = W, pixels per side
     width: int = 32                     # conv channels in the attention blocks
     kernel_sizes: tuple = (1, 3, 5)     # multiscale branches (first encoder / last decoder block)
-    token_channels: int = 16            # channels of the final 4x4 map -> d_model = 16*4*4 = 256
+    token_channels: int = 16            # channels of the final 4x4 map -> d_model = 16*4*4 = 256 (S2)
     n_heads: int = 8
     n_layers: int = 3
     ff_mult: int = 2
@@ -102,6 +107,7 @@ class GPPConfig:
     n_layers: int = 4
     dropout: float = 0.1
     ff_mult: int = 4
+    annual_phase: bool = True           # add the learned annual-phase encoding (ours; the paper has none)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +195,7 @@ class ConvAttentionBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 class TemporalEncoding(nn.Module):
-    """Sinusoidal encoding of day offsets, scaled by 1/sqrt(d_model) (spec.md).
+    """Sinusoidal encoding of day offsets, scaled by 1/sqrt(d_model) (as the authors' code scales its learned table).
 
     PE(t)[2i] = sin(t / P^(2i/D)), PE(t)[2i+1] = cos(t / P^(2i/D)), t in days (may be fractional
     or negative). The caller passes offsets from the window's first date, so irregular gaps
@@ -329,7 +335,8 @@ class FusionModel(nn.Module):
 
     Generic: any dict of ModalityAutoencoders works (add a sensor = add an autoencoder and a name).
     Frozen means requires_grad False AND eval mode, kept by `train()`, so dropout and BatchNorm
-    statistics of the pretrained parts never move.
+    statistics of the pretrained parts never move. `unfreeze()` trains everything jointly instead
+    (the ablation of the paper's staged training).
     """
 
     def __init__(self, autoencoders: dict, cfg: FusionConfig):
@@ -339,6 +346,7 @@ class FusionModel(nn.Module):
         self.cfg = cfg
         self.autoencoders = nn.ModuleDict(autoencoders)
         self.autoencoders.requires_grad_(False)
+        self.frozen = True
         d = cfg.d_model
         self.project_in = nn.ModuleDict({m: nn.Linear(ae.cfg.latent_dim, d) for m, ae in autoencoders.items()})
         self.modality_token = nn.Parameter(torch.zeros(len(autoencoders), d))
@@ -351,12 +359,19 @@ class FusionModel(nn.Module):
 
     def train(self, mode=True):
         super().train(mode)
-        self.autoencoders.eval()
+        if self.frozen:
+            self.autoencoders.eval()
         return self
 
+    def unfreeze(self):
+        """Joint fine-tuning: the autoencoders get gradients and train mode like the fusion layers."""
+        self.frozen = False
+        self.autoencoders.requires_grad_(True)
+        return self.train(self.training)
+
     def trainable_parameters(self):
-        """The fusion layers only: exactly what goes to the optimizer (Sec. III-C)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("autoencoders.")]
+        """What goes to the optimizer: the fusion layers only (Sec. III-C), everything once unfrozen."""
+        return [p for n, p in self.named_parameters() if not (self.frozen and n.startswith("autoencoders."))]
 
     def fuse(self, latents: dict, centre_days: dict):
         """latents {m: (B, L_m)}, centre_days {m: (B,)} -> fused (B, fused_dim)."""
@@ -400,6 +415,7 @@ class GPPTransformer(nn.Module):
     (sin, cos of 2 pi t / 365.25, t = days since 1970; the fixed offset to the day of year is
     absorbed by the projection). The phase tells the model the season, which the climatology
     baseline knows too, so the comparison measures what the features add beyond the calendar.
+    `annual_phase=False` drops it, as in the paper's model.
     """
 
     def __init__(self, cfg: GPPConfig):
@@ -407,14 +423,15 @@ class GPPTransformer(nn.Module):
         self.cfg = cfg
         self.input = nn.Linear(cfg.n_features, cfg.d_model)
         self.time_encoding = TemporalEncoding(cfg.d_model)
-        self.season = nn.Linear(2, cfg.d_model)
+        self.season = nn.Linear(2, cfg.d_model) if cfg.annual_phase else None
         self.transformer = _transformer(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.ff_mult, cfg.dropout)
         self.head = nn.Linear(cfg.d_model, 1)
 
     def forward(self, x, days):                                  # x (B, L, F), days (B, L)
-        phase = 2 * math.pi * days / 365.25                          # (B, L)
-        annual = torch.stack([phase.sin(), phase.cos()], dim=-1)     # (B, L, 2)
-        h = self.input(x) + self.time_encoding(days - days[:, :1]) + self.season(annual)   # (B, L, D)
+        h = self.input(x) + self.time_encoding(days - days[:, :1])   # (B, L, D)
+        if self.season is not None:
+            phase = 2 * math.pi * days / 365.25                      # (B, L)
+            h = h + self.season(torch.stack([phase.sin(), phase.cos()], dim=-1))   # (B, L, 2) -> (B, L, D)
         h = self.transformer(h)                                  # (B, L, D)
         return self.head(h[:, -1]).squeeze(-1)                   # (B,)
 
@@ -432,7 +449,8 @@ def main():
     parser.add_argument("--batch", type=int, default=2, help="batch size of the dummy input (default 2)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    s1 = ModalityAutoencoder(AutoencoderConfig("s1", ("vv", "vh"), latent_dim=2)).eval()
+    s1 = ModalityAutoencoder(AutoencoderConfig("s1", ("vv", "vh"), latent_dim=2,
+                                               token_channels=S1_TOKEN_CHANNELS)).eval()
     s2 = ModalityAutoencoder(AutoencoderConfig("s2", ("B02", "B03", "B04", "B05", "B06", "B07", "B08",
                                                       "B8A", "B11", "B12"), latent_dim=9)).eval()
     fusion = FusionModel({"s1": s1, "s2": s2}, FusionConfig()).eval()

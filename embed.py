@@ -27,7 +27,6 @@ The cube is processed in row blocks (with a 7-row halo) written to OUT.parts/ at
 interrupted run resumes from the finished blocks and the final netCDF is written to a temp file
 and renamed.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -155,12 +154,15 @@ def frame_tokens(ae, view, chunk, device):
 class CubeReader:
     """Lazily opened S2 (and S1) cubes, prepared and padded one row block at a time."""
 
-    def __init__(self, s2=None, s1=None, modalities=("s2",), bands=None, max_gap_days=6.0):
+    def __init__(self, s2=None, s1=None, modalities=("s2",), bands=None, max_gap_days=6.0, mask_var=None):
         self.modalities = modalities
         self.bands = bands
         self.max_gap_days = max_gap_days
+        self.mask_var = mask_var
         self.raw_s2 = _open_raw(s2, "--s2", data.open_s2_raw) if "s2" in modalities else None
-        self.raw_s1 = _open_raw(s1, "--s1", xr.open_dataset) if "s1" in modalities else None
+        self.raw_s1 = _open_raw(s1, "--s1", data.open_raw) if "s1" in modalities else None
+        if self.raw_s1 is not None and self.raw_s2 is not None:
+            data.check_same_crs(self.raw_s1, self.raw_s2, f"--s1 {s1}", f"--s2 {s2}")
         grid = self.raw_s2 if self.raw_s2 is not None else self.raw_s1
         self.grid = grid
         self.H, self.W = grid.sizes["y"], grid.sizes["x"]
@@ -173,7 +175,7 @@ class CubeReader:
         lo, hi = max(0, r0 - HALF_PATCH), min(self.H, r1 + HALF_PATCH)
         arrays, days = {}, {}
         if self.raw_s2 is not None:
-            s2 = data.prepare_s2(self.raw_s2.isel(y=slice(lo, hi)), bands=self.bands["s2"])
+            s2 = data.prepare_s2(self.raw_s2.isel(y=slice(lo, hi)), bands=self.bands["s2"], mask_var=self.mask_var)
             arrays["s2"], days["s2"], time_coord = data.cube_array(s2, self.bands["s2"]), data.day_offsets(s2.time), s2.time
         if self.raw_s1 is not None:
             if self.raw_s2 is not None:
@@ -213,14 +215,22 @@ def _rows_near(raw, y_values, margin_px=2):
 # ----------------------------------------------------------------------------------------------
 
 def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="none", device="cpu",
-               amp=False, max_gap_days=6.0):
-    """Embed a cube block by block, resumably; write OUT (netCDF) atomically. Returns OUT."""
+               amp=False, max_gap_days=6.0, mask_var=None):
+    """Embed a cube block by block, resumably; write OUT (netCDF) atomically. Returns OUT.
+
+    CubeError for a cube with fewer dates than a patch has frames, or where no pixel-date at all can be
+    embedded (then no file is written: an all-NaN cube is a mistake, not a result)."""
     model, ckpt = train.load_model(checkpoint)
     device = train.resolve_device(device)
     model.to(device)
     aes, ref, names = model_parts(model)
     bands = {m: ae.cfg.bands for m, ae in aes.items()}
-    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days)
+    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days, mask_var)
+    n_frames = aes[ref].cfg.n_frames
+    source = f"--{ref} {s2 if ref == 's2' else s1}"
+    if len(reader.time) < n_frames:
+        raise data.CubeError(f"{source}: {len(reader.time)} dates; an embedding needs {n_frames} "
+                             f"(its date and {n_frames // 2} on each side)")
     rows = max(1, block_pixels // reader.W)
     blocks = [(r, min(r + rows, reader.H)) for r in range(0, reader.H, rows)]
     out = Path(out)
@@ -231,7 +241,7 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     done = sum((parts / _part_name(b)).exists() for b in blocks)
     print(f"embedding {reader.H} x {reader.W} px in {len(blocks)} blocks of {rows} rows "
           f"({path} path, {device}{', bf16' if amp else ''}); {done} done already", flush=True)
-    t0, n_done = time.time(), 0
+    t0, n_done, n_embedded = time.time(), 0, 0
     for k, (r0, r1) in enumerate(blocks):
         part = parts / _part_name((r0, r1))
         if part.exists():
@@ -241,10 +251,11 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
             emb = embed_block(model, arrays, days, path, device=device)        # (T, rows, W, F)
         _save_atomic(part, emb)
         n_done += 1
-        rate = n_done * rows * reader.W * emb.shape[0] / (time.time() - t0)
+        n_embedded += int(np.isfinite(emb[..., 0]).sum())
         eta = (len(blocks) - k - 1) * (time.time() - t0) / n_done
-        print(f"block {k + 1}/{len(blocks)} rows {r0}-{r1 - 1} | {rate:.0f} pixel-dates/s | ETA {eta:.0f} s", flush=True)
-    write_netcdf(out, parts, blocks, reader, names, fill, attrs={
+        print(f"block {k + 1}/{len(blocks)} rows {r0}-{r1 - 1} | {n_embedded / (time.time() - t0):.0f} "
+              f"embedded pixel-dates/s | ETA {eta:.0f} s", flush=True)
+    n_embedded = write_netcdf(out, parts, blocks, reader, names, fill, attrs={
         "checkpoint": str(checkpoint), "checkpoint_sha256": plan["checkpoint_sha256"],
         "checkpoint_kind": ckpt["kind"], "bands": json.dumps({m: list(b) for m, b in bands.items()}),
         "s2_source": str(s2), "s1_source": str(s1),
@@ -252,9 +263,9 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
                          + json.dumps(data.S1_DB_RANGE) + " and scaled to 0-1",
         "gaps": "NaN where the central S2 observation is missing and for the first/last 5 dates; "
                 "spatial edges reflect-padded by 7 px",
-        "code_version": code_version(), "path": path})
+        "code_version": code_version(), "path": path}, source=source)
     shutil.rmtree(parts)
-    print(f"wrote {out}")
+    print(f"wrote {out}: {n_embedded} of {len(reader.time) * reader.H * reader.W} pixel-dates embedded")
     return out
 
 
@@ -283,19 +294,36 @@ def _save_atomic(path, array):
     os.replace(tmp, path)
 
 
-def write_netcdf(out, parts, blocks, reader, names, fill, attrs):
-    """Assemble the parts into one CF netCDF, block by block (never the whole cube in memory)."""
+def exact_time(times):
+    """datetime64 (T,) -> (int64 counts, CF units) in the coarsest unit that holds every time exactly.
+
+    Float days since 1970 miss real acquisition times by up to ~256 ns (S1 times carry seconds and
+    fractions), and `.sel(time=source_time)` then fails; integer counts round-trip exactly.
+    """
+    ns = np.asarray(times, dtype="datetime64[ns]").astype(np.int64)
+    for unit, size in (("days", 86_400 * 10**9), ("seconds", 10**9), ("milliseconds", 10**6),
+                       ("microseconds", 10**3), ("nanoseconds", 1)):
+        if np.all(ns % size == 0):
+            return ns // size, f"{unit} since 1970-01-01"
+
+
+def write_netcdf(out, parts, blocks, reader, names, fill, attrs, source):
+    """Assemble the parts into one CF netCDF, block by block (never the whole cube in memory).
+
+    Returns the number of embedded pixel-dates; CubeError (and no file) when there is none."""
     import netCDF4
 
     grid, time_coord = reader.grid, reader.time
     tmp = out.with_name(out.name + ".tmp")
     T, H, W, F = len(time_coord), reader.H, reader.W, len(names)
+    n_embedded = 0
     with netCDF4.Dataset(tmp, "w") as nc:
         for dim, size in (("time", T), ("y", H), ("x", W), ("feature", F)):
             nc.createDimension(dim, size)
-        tvar = nc.createVariable("time", "f8", ("time",))
-        tvar.units, tvar.calendar, tvar.standard_name = "days since 1970-01-01", "proleptic_gregorian", "time"
-        tvar[:] = data.day_offsets(time_coord)
+        tvar = nc.createVariable("time", "i8", ("time",))
+        counts, units = exact_time(time_coord.values)
+        tvar[:] = counts
+        tvar.units, tvar.calendar, tvar.standard_name = units, "proleptic_gregorian", "time"
         for dim in ("y", "x"):
             var = nc.createVariable(dim, "f8", (dim,))
             var.setncatts({k: v for k, v in grid[dim].attrs.items() if isinstance(v, (str, int, float))})
@@ -318,10 +346,16 @@ def write_netcdf(out, parts, blocks, reader, names, fill, attrs):
                       "Conventions": "CF-1.8"})
         for r0, r1 in blocks:
             emb = np.load(parts / _part_name((r0, r1)))                # (T, rows, W, F)
+            n_embedded += int(np.isfinite(emb[..., 0]).sum())
             nc["embedding"][:, r0:r1] = emb
             if fill == "linear":
                 nc["embedding_filled"][:, r0:r1] = fill_linear(data.day_offsets(time_coord), emb)
+    if n_embedded == 0:
+        tmp.unlink()
+        raise data.CubeError(f"{source}: no pixel-date could be embedded (every central observation is missing: all-NaN "
+                             "bands, a cloud mask covering everything, or no date with 5 on each side)")
     os.replace(tmp, out)
+    return n_embedded
 
 
 def _grid_mapping_name(ds):
@@ -380,18 +414,39 @@ def select_features(emb):
     return emb.sel(feature=fused) if fused else emb
 
 
-def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, seed=0):
+def pca_basis(embeddings, max_rows=200_000, seed=0):
+    """One PCA basis and colour stretch for a whole embedding cube: fitted on its valid pixel-dates
+    (all dates; a seeded subsample of max_rows), the stretch = 2nd-98th percentile of each PC.
+    -> {"mean" (F,), "components" (3, F), "explained" (3,), "lo" (3,), "hi" (3,)}."""
+    emb = select_features(xr.open_dataset(embeddings)["embedding"])
+    X = emb.values.reshape(-1, emb.sizes["feature"])
+    X = X[np.isfinite(X).all(-1)]
+    if len(X) == 0:
+        raise data.CubeError(f"{embeddings} has no valid embedding to fit a PCA on")
+    if len(X) > max_rows:
+        X = X[np.random.default_rng(seed).choice(len(X), max_rows, replace=False)]
+    mean, comps, ratio = pca_fit(X)
+    pcs = (X - mean) @ comps.T                                                    # (N, 3)
+    lo, hi = np.percentile(pcs, 2, axis=0), np.percentile(pcs, 98, axis=0)
+    return {"mean": mean, "components": comps, "explained": ratio, "lo": lo, "hi": hi}
+
+
+def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, fit=None):
     """First three principal components of the embedding as RGB beside the S2 true colour (Fig. 6).
 
-    PCA is fitted on valid pixel-dates only (all selected dates together, so colours compare across
-    panels). `dates` = "auto" picks the n_dates dates with the most valid embeddings; true colour is
-    B04/B03/B02 reflectance x gain, clipped to 1.
+    One basis and one stretch for every panel (pca_basis of the cube itself, or of the cube `fit`, so
+    that figures of several cubes share their colours): a colour means the same embedding on every
+    date and, with `fit`, in every cube. `dates` = "auto" picks the n_dates dates with the most valid
+    embeddings; true colour is B04/B03/B02 reflectance x gain, clipped to 1. Returns the basis.
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     emb = select_features(xr.open_dataset(embeddings)["embedding"])
+    basis = pca_basis(fit or embeddings)
+    if basis["mean"].shape != (emb.sizes["feature"],):
+        raise data.CubeError(f"--fit {fit} has {basis['mean'].size} features, {embeddings} {emb.sizes['feature']}")
     if dates == "auto":
         counts = np.isfinite(emb.values).all(-1).sum((1, 2))
         picked = np.sort(np.argsort(-counts, kind="stable")[:n_dates])
@@ -400,30 +455,29 @@ def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, seed=0):
     X = emb.values[picked]                                          # (n, H, W, F)
     valid = np.isfinite(X).all(-1)
     if not valid.any():
-        raise SystemExit(f"{embeddings} has no valid embedding on the chosen dates")
-    mean, comps, ratio = pca_fit(X[valid])
+        raise data.CubeError(f"{embeddings} has no valid embedding on the chosen dates")
     rgb_cube = data.open_s2(s2, bands=("B04", "B03", "B02"))
     fig, axes = plt.subplots(len(picked), 2, figsize=(7, 3.4 * len(picked)), squeeze=False)
     for row, (t, x, ok) in enumerate(zip(picked, X, valid)):
-        pcs = np.where(ok[..., None], (np.nan_to_num(x) - mean) @ comps.T, np.nan)   # (H, W, 3)
-        lo, hi = np.nanpercentile(pcs, 2, axis=(0, 1)), np.nanpercentile(pcs, 98, axis=(0, 1))
+        pcs = (np.nan_to_num(x) - basis["mean"]) @ basis["components"].T                 # (H, W, 3)
+        colour = np.where(ok[..., None], (pcs - basis["lo"]) / (basis["hi"] - basis["lo"] + 1e-12), 0)
         date = emb.time.values[t]
         true = data.cube_array(rgb_cube.sel(time=date, method="nearest").expand_dims("time"), ("B04", "B03", "B02"))[0]
         axes[row, 0].imshow(np.clip(np.nan_to_num(true.transpose(1, 2, 0)) * gain, 0, 1))
         axes[row, 0].set_title(f"S2 true colour {str(date)[:10]}")
-        axes[row, 1].imshow(np.nan_to_num(np.clip((pcs - lo) / (hi - lo + 1e-12), 0, 1)))
+        axes[row, 1].imshow(np.clip(colour, 0, 1))
         axes[row, 1].set_title("PC1-3 as RGB")
         for ax in axes[row]:
             ax.set_axis_off()
-    fig.suptitle(f"PCA of {emb.sizes['feature']} features: explained variance "
-                 + ", ".join(f"{100 * r:.0f} %" for r in ratio))
+    fig.suptitle(f"PCA of {emb.sizes['feature']} features{' (basis of ' + Path(fit).name + ')' if fit else ''}: "
+                 "explained variance " + ", ".join(f"{100 * r:.0f} %" for r in basis["explained"]))
     fig.tight_layout()
     tmp = Path(str(out) + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, out)
-    print(f"wrote {out} (explained variance {', '.join(f'{r:.3f}' for r in ratio)})")
-    return ratio
+    print(f"wrote {out} (explained variance {', '.join(f'{r:.3f}' for r in basis['explained'])})")
+    return basis
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,17 +487,19 @@ def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, seed=0):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "pca":
-        parser = argparse.ArgumentParser(prog="embed.py pca", description="PCA of an embedding cube vs S2 true colour (Fig. 6)")
+        parser = data.ArgumentParser(prog="embed.py pca", description="PCA of an embedding cube vs S2 true colour (Fig. 6)")
         parser.add_argument("embeddings", help="embedding netCDF written by embed.py")
-        parser.add_argument("--s2", required=True, help="the S2 cube the embeddings came from (true colour)")
+        parser.add_argument("--s2", nargs="+", required=True, help="the S2 cube the embeddings came from (true colour)")
         parser.add_argument("--date", default="auto", help="date(s) YYYY-MM-DD, comma-separated, or auto (default)")
-        parser.add_argument("--n-dates", type=int, default=1, help="with --date auto: how many dates (default 1)")
+        parser.add_argument("--n-dates", type=data.positive_int, default=1, help="with --date auto: how many dates (default 1)")
+        parser.add_argument("--fit", default=None, metavar="EMB.nc", help="take the PCA basis and colour stretch from "
+                            "this embedding cube, so figures of several cubes share colours (default: the cube itself)")
         parser.add_argument("--out", default="pca.png", help="output PNG (default pca.png)")
         args = parser.parse_args(argv[1:])
-        pca_figure(args.embeddings, args.s2, args.out, args.date, args.n_dates)
+        pca_figure(args.embeddings, _one_or_list(args.s2), args.out, args.date, args.n_dates, fit=args.fit)
         return
-    parser = argparse.ArgumentParser(description="Embed S1/S2 cubes with a trained checkpoint (Sec. IV-B). "
-                                                 "`embed.py pca --help` for the PCA figure.")
+    parser = data.ArgumentParser(description="Embed S1/S2 cubes with a trained checkpoint (Sec. IV-B). "
+                                             "`embed.py pca --help` for the PCA figure.")
     parser.add_argument("--s2", nargs="+", help="S2 cube (netCDF), or its 10 m and 20 m files together; "
                                                 "required unless the checkpoint is the S1 autoencoder")
     parser.add_argument("--s1", help="S1 cube (netCDF); required for fusion and S1 checkpoints")
@@ -453,20 +509,24 @@ def main(argv=None):
                         help="fast (shared frame encodings, default) or reference (one patch per pixel-date)")
     parser.add_argument("--fill", choices=("none", "linear"), default="none",
                         help="also write embedding_filled, linear in time between valid dates (default none)")
-    parser.add_argument("--block-pixels", type=int, default=2048, help="pixels per row block (default 2048)")
+    parser.add_argument("--block-pixels", type=data.positive_int, default=2048, help="pixels per row block (default 2048)")
     parser.add_argument("--max-gap-days", type=float, default=6.0,
                         help="S1 frames further than this from the S2 date are missing (default 6 days)")
+    data.add_mask_arg(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast: ~1.7x faster on CPU; on the sample model the median |difference| "
                              "from float32 is 0.02 for features spreading 2-18. Default float32")
     args = parser.parse_args(argv)
-    try:
-        s2 = args.s2[0] if args.s2 and len(args.s2) == 1 else args.s2
-        embed_cube(s2, args.s1, args.checkpoint, args.out, args.path, args.block_pixels, args.fill,
-                   args.device, args.amp, args.max_gap_days)
-    except data.CubeError as err:
-        raise SystemExit(f"error: {err}")
+    if not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: not found")
+    embed_cube(_one_or_list(args.s2), args.s1, args.checkpoint, args.out, args.path, args.block_pixels, args.fill,
+               args.device, args.amp, args.max_gap_days, args.mask_var)
+
+
+def _one_or_list(paths):
+    """--s2 takes one file or the 10 m and 20 m files of one area."""
+    return paths[0] if paths and len(paths) == 1 else paths
 
 
 if __name__ == "__main__":
-    main()
+    data.run_cli(main)

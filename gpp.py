@@ -32,7 +32,6 @@ Several sites: give --embeddings/--flux/--s2 (and optionally --site/--pixel) onc
 same order; one model is trained on all sites' windows and evaluated per site and overall.
 Outputs: OUT/gpp_metrics.csv (the table), OUT/gpp_fig7.png, OUT/<feature set>/checkpoint.pt + log.csv.
 """
-import argparse
 import csv
 import re
 import time
@@ -43,7 +42,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from data import S2_BANDS, CubeError, day_offsets, open_s2
+from data import (S2_BANDS, ArgumentParser, CubeError, InputError, add_mask_arg, day_offsets, open_s2, positive_int,
+                  run_cli)
 from deepfeat import GPPConfig, GPPTransformer
 from train import TrainConfig, fit
 
@@ -59,7 +59,7 @@ GOOD_QC_FLAGS = (0, 1)        # sub-daily flags: 0 measured, 1 good gap-fill (2 
 UMOL_TO_GC_PER_DAY = 12.011e-6 * 86400          # = 1.0377504
 
 
-class FluxError(ValueError):
+class FluxError(InputError):
     """A flux file that cannot be read as FLUXNET FULLSET (missing column, bad timestamps)."""
 
 
@@ -253,7 +253,7 @@ def tower_series(cube, features, row, col, k=1):
     acquisition counts for its date) and values (T, F) float64.
     """
     if k < 1 or k % 2 == 0:
-        raise ValueError(f"footprint k must be odd and >= 1, got {k}")
+        raise InputError(f"--k: the footprint must be odd and >= 1, got {k}")
     names = _feature_names(cube, features)
     h = k // 2
     ny, nx = cube.sizes["y"], cube.sizes["x"]
@@ -326,10 +326,10 @@ def gather_windows(values, starts, window):
 # 6. Model and training (Sec. IV-C: GPPTransformer, MAE loss)
 # ----------------------------------------------------------------------------------------------
 
-def build_model(n_features, d_model=64, n_layers=4, n_heads=4, dropout=0.1):
+def build_model(n_features, d_model=64, n_layers=4, n_heads=4, dropout=0.1, annual_phase=True):
     """deepfeat.GPPTransformer: linear input -> n_layers (paper: 4) encoder blocks -> head."""
     return GPPTransformer(GPPConfig(n_features=n_features, d_model=d_model, n_heads=n_heads,
-                                    n_layers=n_layers, dropout=dropout))
+                                    n_layers=n_layers, dropout=dropout, annual_phase=annual_phase))
 
 
 @dataclass
@@ -472,12 +472,13 @@ def parse_feature_sets(text):
     known = (*EMBEDDING_PREFIXES, *S2_FEATURES)
     for s in sets:
         if s != BASELINE and any(part not in known for part in s.split("+")):
-            raise ValueError(f"unknown feature set {s!r}; choose from {', '.join(known)}, {BASELINE} "
+            raise InputError(f"--features: unknown feature set {s!r}; choose from {', '.join(known)}, {BASELINE} "
                              "(join groups with '+')")
     return sets
 
 
-def load_site(site, flux_path, feature_sets, embeddings=None, s2_path=None, pixel=None, k=1, min_qc=0.7):
+def load_site(site, flux_path, feature_sets, embeddings=None, s2_path=None, pixel=None, k=1, min_qc=0.7,
+              mask_var=None):
     """Read the flux file and every requested predictor at the tower, on the flux days."""
     flux = quality_filter(read_fluxnet(flux_path), min_qc)
     dates = flux.time
@@ -486,13 +487,13 @@ def load_site(site, flux_path, feature_sets, embeddings=None, s2_path=None, pixe
     cubes = {}
     if parts & set(EMBEDDING_PREFIXES):
         if embeddings is None:
-            raise ValueError(f"feature sets {sorted(parts & set(EMBEDDING_PREFIXES))} need --embeddings")
+            raise InputError(f"feature sets {sorted(parts & set(EMBEDDING_PREFIXES))} need --embeddings")
         cubes["embedding"] = xr.open_dataset(embeddings)
     if parts & set(S2_FEATURES):
         if s2_path is None:
-            raise ValueError(f"feature sets {sorted(parts & set(S2_FEATURES))} need --s2")
+            raise InputError(f"feature sets {sorted(parts & set(S2_FEATURES))} need --s2")
         bands = S2_BANDS if "bands" in parts else ("B04", "B08")
-        cubes["s2"] = open_s2(s2_path, bands=bands)
+        cubes["s2"] = open_s2(s2_path, bands=bands, mask_var=mask_var)
     daily = {}
     for part in parts:
         if part in EMBEDDING_PREFIXES:
@@ -520,6 +521,27 @@ def site_windows(site, feature_sets, split_years, window, stride, need_target=Tr
     return make_windows(site.year, x_ok, y_ok, split_years, window, stride)
 
 
+def why_no_windows(sites, feature_sets, years, window):
+    """The first real reason why the years `years` hold no window at any site (for the error message)."""
+    in_years = [np.isin(s.year, years) for s in sites]
+    if not any(m.any() for m in in_years):
+        spans = "; ".join(f"{s.site} {str(s.time[0])[:10]} .. {str(s.time[-1])[:10]}" for s in sites)
+        return f"the flux data have no day in {list(years)} ({spans})"
+    if not any(np.isfinite(s.gpp[m]).any() for s, m in zip(sites, in_years)):
+        return f"every GPP value in {list(years)} is missing or fails the QC filter (--min-qc)"
+    longest = 0
+    for s, m in zip(sites, in_years):
+        for fs in feature_sets:
+            if fs != BASELINE:
+                m = m & np.isfinite(s.features[fs]).all(axis=1)
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, m.astype(int), 0])))[::2]      # lengths of True runs
+        longest = max(longest, int(runs.max()) if runs.size else 0)
+    if longest == 0:
+        return f"the features have no value in {list(years)}: do the embedding and S2 cubes cover those dates?"
+    return (f"--window {window} days is longer than the longest stretch of days in {list(years)} with every "
+            f"feature ({longest} days)")
+
+
 def metric_row(feature_set, site, split, obs, pred):
     return {"features": feature_set, "site": site,
             "vegetation": SITE_BY_ID[site].vegetation if site in SITE_BY_ID else "-",
@@ -537,7 +559,7 @@ def run_experiment(sites, feature_sets, window=90, stride=10, train_years=(2017,
     """
     model_kwargs, train_cfg = model_kwargs or {}, train_cfg or TrainConfig()
     if set(train_years) & set(val_years):
-        raise ValueError(f"training years {train_years} and validation years {val_years} overlap")
+        raise InputError(f"--train-years {train_years} and --val-years {val_years} overlap")
     splits = {"train": train_years, "val": val_years}
     starts = {sp: [site_windows(s, feature_sets, yrs, window, stride) for s in sites]
               for sp, yrs in splits.items()}                                 # split -> per site (W,)
@@ -546,7 +568,7 @@ def run_experiment(sites, feature_sets, window=90, stride=10, train_years=(2017,
              for s in sites]                                                 # per site (M,)
     for sp in splits:
         if sum(map(len, starts[sp])) == 0:
-            raise ValueError(f"no {sp} windows: check the years {splits[sp]} against the data and --window")
+            raise FluxError(f"no {sp} window: {why_no_windows(sites, feature_sets, splits[sp], window)}")
     rows, curves = [], {}
     for fs in feature_sets:
         if fs == BASELINE:
@@ -636,13 +658,27 @@ def plot_fig7(sites, curves, val_years, path):
 # 9. Command line
 # ----------------------------------------------------------------------------------------------
 
-def _years(text):
+def _years(text, flag):
     """'2017-2019' -> (2017, 2018, 2019); '2020' -> (2020,); '2017,2019' -> (2017, 2019)."""
     years = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        years += range(int(a), int(b or a) + 1)
+    try:
+        for part in text.split(","):
+            a, _, b = part.partition("-")
+            years += range(int(a), int(b or a) + 1)
+    except ValueError:
+        raise InputError(f"{flag}: cannot read {text!r} as years (e.g. 2017-2019 or 2017,2019)") from None
+    if not years:
+        raise InputError(f"{flag}: {text!r} names no year (e.g. 2017-2019 or 2017,2019)")
     return tuple(years)
+
+
+def _pixel(text):
+    """--pixel 'ROW,COL' -> (row, col)."""
+    try:
+        row, col = map(int, text.split(","))
+    except ValueError:
+        raise InputError(f"--pixel: cannot read {text!r} as ROW,COL (e.g. 12,12)") from None
+    return row, col
 
 
 def _site_id(flux_path):
@@ -650,8 +686,8 @@ def _site_id(flux_path):
     return m.group(1) if m else Path(flux_path).stem
 
 
-def main():
-    p = argparse.ArgumentParser(description="Daily GPP at flux towers from embedding windows (Sec. IV-C).")
+def main(argv=None):
+    p = ArgumentParser(description="Daily GPP at flux towers from embedding windows (Sec. IV-C).")
     p.add_argument("--quick", action="store_true", help="synthetic demo on sample_data/tower/ with "
                    "runs/quick/tower_embeddings.nc: stride 2, width 32, 15 epochs (~1.5 min on 2 CPU cores); "
                    "default off")
@@ -667,27 +703,31 @@ def main():
     p.add_argument("--features", default="fused,bands,ndvi,climatology", help="comma-separated feature "
                    "sets from fused, s1, s2, bands, ndvi, climatology; '+' joins groups, e.g. s1+s2 "
                    "(default fused,bands,ndvi,climatology)")
-    p.add_argument("--window", type=int, default=90, help="input window length in days (default 90; "
+    p.add_argument("--window", type=positive_int, default=90, help="input window length in days (default 90; "
                    "the paper tested 60-120)")
-    p.add_argument("--stride", type=int, default=None, help="stride between windows in days (default 10; "
+    p.add_argument("--stride", type=positive_int, default=None, help="stride between windows in days (default 10; "
                    "2 with --quick)")
     p.add_argument("--train-years", default="2017-2019", help="training years, e.g. 2017-2019 (default 2017-2019)")
     p.add_argument("--val-years", default="2020", help="validation years (default 2020)")
-    p.add_argument("--k", type=int, default=1, help="footprint: mean over k x k pixels around the tower, odd "
+    p.add_argument("--k", type=positive_int, default=1, help="footprint: mean over k x k pixels around the tower, odd "
                    "(default 1 = tower pixel; 10 m pixels)")
     p.add_argument("--min-qc", type=float, default=0.7, help="minimum daily fraction of good NEE_VUT_REF_QC "
                    "records (default 0.7)")
     p.add_argument("--min-site-fraction", type=float, default=0.6, help="site rule: fraction of GPP days "
                    "passing the QC filter must exceed this (default 0.6; reported, not enforced)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 100; 15 with --quick)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per batch (default 32)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 100; 15 with --quick)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="windows per batch (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--d-model", type=int, default=None, help="transformer width (default 64; 32 with --quick; "
+    p.add_argument("--d-model", type=positive_int, default=None, help="transformer width (default 64; 32 with --quick; "
                    "not given in the paper)")
+    p.add_argument("--no-annual-phase", dest="annual_phase", action="store_false",
+                   help="leave out the GPP transformer's annual-phase input, as in the paper's model (default: "
+                        "with it, so the model knows the season as the climatology baseline does)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     p.add_argument("--out", default=None, help="output folder (default runs/gpp; runs/quick/gpp with --quick)")
-    args = p.parse_args()
+    add_mask_arg(p)
+    args = p.parse_args(argv)
 
     if args.quick:
         args.embeddings = args.embeddings or ["runs/quick/tower_embeddings.nc"]
@@ -711,20 +751,22 @@ def main():
     if args.quick and needs_embeddings and not Path(args.embeddings[0]).exists():
         p.error(f"{args.embeddings[0]} not found: run the README quick start first (it trains the models "
                 "and writes the tower embedding cube)")
+    for name in ("flux", "embeddings", "s2"):
+        for path in getattr(args, name):
+            if not Path(path).is_file():
+                p.error(f"--{name} {path}: file not found")
+    train_years, val_years = _years(args.train_years, "--train-years"), _years(args.val_years, "--val-years")
     out.mkdir(parents=True, exist_ok=True)
 
     sites = []
     for i, flux_path in enumerate(args.flux):
         site = args.site[i] if args.site else _site_id(flux_path)
-        pixel = tuple(map(int, args.pixel[i].split(","))) if args.pixel else None
-        try:                      # FluxError, CubeError and a missing input are ValueErrors
-            check = site_passes(read_fluxnet(flux_path), args.min_site_fraction, args.min_qc)
-            sites.append(load_site(site, flux_path, feature_sets,
-                                   embeddings=args.embeddings[i] if args.embeddings else None,
-                                   s2_path=args.s2[i] if args.s2 else None, pixel=pixel, k=args.k,
-                                   min_qc=args.min_qc))
-        except ValueError as err:
-            p.error(str(err))
+        pixel = _pixel(args.pixel[i]) if args.pixel else None
+        check = site_passes(read_fluxnet(flux_path), args.min_site_fraction, args.min_qc)
+        sites.append(load_site(site, flux_path, feature_sets,
+                               embeddings=args.embeddings[i] if args.embeddings else None,
+                               s2_path=args.s2[i] if args.s2 else None, pixel=pixel, k=args.k,
+                               min_qc=args.min_qc, mask_var=args.mask_var))
         print(f"{site}: {check['n_pass']}/{check['n_observed']} GPP days pass the {args.min_qc:.0%} QC filter "
               f"({check['fraction']:.0%}; site rule > {args.min_site_fraction:.0%}: "
               f"{'pass' if check['passes'] else 'FAIL'})")
@@ -732,14 +774,14 @@ def main():
     t0 = time.time()
     train_cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             device=args.device, monitor="mae")
-    rows, curves = run_experiment(sites, feature_sets, args.window, stride, _years(args.train_years),
-                                  _years(args.val_years), {"d_model": d_model}, train_cfg, out)
+    rows, curves = run_experiment(sites, feature_sets, args.window, stride, train_years, val_years,
+                                  {"d_model": d_model, "annual_phase": args.annual_phase}, train_cfg, out)
     print(format_table(rows))
     write_table(rows, out / "gpp_metrics.csv")
-    plot_fig7(sites, curves, _years(args.val_years), out / "gpp_fig7.png")
+    plot_fig7(sites, curves, val_years, out / "gpp_fig7.png")
     print(f"wrote {out / 'gpp_metrics.csv'} and {out / 'gpp_fig7.png'} ({time.time() - t0:.0f} s); "
           "paper (9 sites): NRMSE 0.0917 / 0.0958, RMSE 3.09 / 4.40 gC m-2 d-1 (train / val)")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -152,8 +152,18 @@ def ssim_map(pred, target, valid=None, window=7, sigma=1.5, data_range=1.0):
 
 
 def ssim(pred, target, valid=None, window=7, sigma=1.5, data_range=1.0):
-    """Mean SSIM (Eq. 2) over every sample, frame, band and map position."""
-    return ssim_map(pred, target, valid, window, sigma, data_range).mean()
+    """Mean SSIM (Eq. 2) over the map positions (sample, frame, band, y, x) whose window is fully observed.
+
+    A window holding a missing target value is left out rather than scored: ssim_map fills missing
+    targets with the prediction, which reads as perfect structure, so averaging over every window would
+    make the SSIM loss shrink as cloud cover grows. With no complete window SSIM is 1 (nothing to score).
+    """
+    values = ssim_map(pred, target, valid, window, sigma, data_range)              # (B, T*C, H', W')
+    _, valid = _mask(pred, target, valid)
+    B, T, C, H, W = pred.shape
+    complete = F.avg_pool2d(valid.reshape(B, T * C, H, W).to(pred), window, stride=1) > 1 - 1e-6
+    n = complete.sum()
+    return torch.where(n > 0, (values * complete).sum() / n.clamp(min=1), torch.ones_like(values[0, 0, 0, 0]))
 
 
 def ssim_loss(pred, target, valid=None):

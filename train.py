@@ -4,7 +4,7 @@ train_s1.py, train_s2.py and train_fusion.py (Sec. III-B, III-C) and gpp.py (Sec
 build data, model, loss and the list of trainable parameters, then call `fit`. Freezing is which
 parameters go to the optimizer (plus eval mode for frozen parts), never a second loop.
 
-Optimiser and schedule as in the authors' code (spec.md "Training"): AdamW (lr 1e-4, weight decay
+Optimiser and schedule as in the authors' code (Sonicious/DeepFeatures): AdamW (lr 1e-4, weight decay
 1.5e-4), linear warm-up from 0.001 x lr, then ReduceLROnPlateau on the validation centre MAE
 (factor 0.35, patience 5, min lr 1.5e-6).
 
@@ -56,20 +56,29 @@ class TrainConfig:
 
 def add_common_args(parser, out):
     parser.add_argument("--cubes", "--cube", nargs="+", default=["sample_data"],
-                        help="cube files or folders (default sample_data); split 75/17/8 %% by cube (Sec. II)")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, default=32, help="patches per batch (default 32)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4, spec.md)")
+                        help="cube files or folders (default sample_data); split 75/17/8 %% by cube (Sec. II), by "
+                             "tile when fewer than 3 cubes are given (see --tile)")
+    parser.add_argument("--tile", type=data.int_at_least(15), default=None, metavar="PX",
+                        help=f"cut every cube into PX x PX tiles, {data.TILE_GAP} px apart, and split by tile "
+                             f"(default: only with fewer than 3 cubes, {data.TILE_SIZE} px)")
+    parser.add_argument("--epochs", type=data.positive_int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--batch-size", type=data.positive_int, default=32, help="patches per batch (default 32)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4, the authors' code)")
     parser.add_argument("--weight-decay", type=float, default=1.5e-4, help="AdamW weight decay (default 1.5e-4)")
-    parser.add_argument("--warmup-steps", type=int, default=30000,
+    parser.add_argument("--warmup-steps", type=data.int_at_least(0), default=30000,
                         help="linear warm-up steps from 0.001 x lr (default 30000 as in the authors' code)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (default: no limit)")
+    parser.add_argument("--max-steps", type=data.positive_int, default=None, help="stop after this many optimiser steps (default: no limit)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and weights (default 0)")
     parser.add_argument("--out", default=out, help=f"output folder for checkpoint, log.csv and figures (default {out})")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--s-stride", type=int, default=None,
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (default: start fresh)")
+    parser.add_argument("--s-stride", type=data.positive_int, default=None,
                         help="spatial sampling stride in pixels (default: the paper's, 15 for S1, 9 for S2 and fusion)")
+    parser.add_argument("--kernel-alpha", type=float, default=0.1,
+                        help="Eq. 1 decay per frame and per pixel ring (default 0.1, the authors' steep kernel; "
+                             "1 with --kernel-ring 1: a flat kernel)")
+    parser.add_argument("--kernel-ring", type=float, default=0.01,
+                        help="Eq. 1 weight of the first pixel ring relative to the centre (default 0.01)")
     parser.add_argument("--quick", action="store_true",
                         help="CPU demo preset: a small model (QUICK_AUTOENCODER, QUICK_FUSION), 150 steps (or "
                              "--max-steps) at lr 1e-3 with 20 warm-up steps and spatial stride 5 (overlapping "
@@ -107,15 +116,29 @@ def resolve_device(name):
 # Data: cubes -> split -> seeded batches of patches (Sec. II split by cube, Sec. III-B sampling)
 # ----------------------------------------------------------------------------------------------
 
-def split_and_load(paths, modality, seed, bands=None):
-    """Find cubes, split them by cube (never sharing one between splits), load each split."""
-    cubes = data.find_cubes(paths, modality)
-    names = [data.cube_name(c[1] if isinstance(c, tuple) else c) for c in cubes]     # fusion: (s1, s2)
-    splits = data.split_cubes(names, seed=seed)
-    by_name = dict(zip(names, cubes))
-    loaded = {split: data.load_training_cubes([by_name[n] for n in members], modality, bands=bands)
-              for split, members in splits.items()}
-    return loaded, splits
+def split_and_load(paths, modality, seed, bands=None, mask_var=None, tile=None):
+    """Find cubes, split them by cube (never sharing one between splits), load each split.
+
+    Fewer than 3 cubes (one real tile, say) cannot fill train, val and test: every cube is then cut
+    into tiles TILE_GAP px apart (data.tile_cube) and the tiles are split instead; `tile` (px) forces
+    that with any number of cubes. Returns ({split: [cube]}, {split: [name]})."""
+    entries = data.find_cubes(paths, modality)
+    if tile is None and len(entries) >= 3:
+        splits = data.split_cubes([data.cube_name(e) for e in entries], seed=seed)
+        by_name = {data.cube_name(e): e for e in entries}
+        return {split: data.load_training_cubes([by_name[n] for n in members], modality, bands, mask_var)
+                for split, members in splits.items()}, splits
+    size = tile or data.TILE_SIZE
+    tiles = [t for cube in data.load_training_cubes(entries, modality, bands, mask_var)
+             for t in data.tile_cube(cube, size)]
+    if len(tiles) < 3:
+        raise data.CubeError(f"{len(entries)} cube(s) give {len(tiles)} tile(s) of {size} x {size} px "
+                             f"({data.TILE_GAP} px apart): train, val and test need 3; give more cubes or a "
+                             "smaller --tile")
+    print(f"{len(entries)} cube(s): split by {len(tiles)} tiles of {size} x {size} px, {data.TILE_GAP} px apart")
+    splits = data.split_cubes([t["name"] for t in tiles], seed=seed)
+    by_name = {t["name"]: t for t in tiles}
+    return {split: [by_name[n] for n in members] for split, members in splits.items()}, splits
 
 
 def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
@@ -139,16 +162,37 @@ def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
     return batches
 
 
+def prepare_output(out_dir, resume):
+    """Check OUT before any work: writable, and holding a checkpoint when --resume asks for one."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise data.InputError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise data.InputError(f"--resume: {out / 'checkpoint.pt'} not found (run without --resume to start)")
+
+
 def stage_batches(args, modality, sampling, key, cfg, bands=None):
     """Load and split the cubes of one stage; return (train, val, test) batch makers and the split."""
+    prepare_output(args.out, args.resume)
     s_stride = args.s_stride or (5 if args.quick else None)
     if s_stride:
         sampling = dataclasses.replace(sampling, s_stride=s_stride)
-    loaded, splits = split_and_load(args.cubes, modality, cfg.seed, bands)
-    print("split by cube: " + "; ".join(f"{k} {v}" for k, v in splits.items()))
+    loaded, splits = split_and_load(args.cubes, modality, cfg.seed, bands, getattr(args, "mask_var", None),
+                                    args.tile)
+    print("split: " + "; ".join(f"{k} {v}" for k, v in splits.items()))
     make = {split: patch_batches(cubes, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train")
             for split, cubes in loaded.items()}
     return make["train"], (lambda: make["val"](0)), (lambda: make["test"](0)), splits
+
+
+def context_weights_from_args(args, centre_weight=1.0):
+    """The Eq. 1 kernel of --kernel-alpha and --kernel-ring (losses.context_weights), (T, H, W)."""
+    return losses.context_weights(alpha=args.kernel_alpha, ring_weight=args.kernel_ring, centre_weight=centre_weight)
 
 
 def autoencoder_loss_fn(objective, weights):
@@ -168,10 +212,11 @@ def init_output_bias(model, batches):
     model.dec_out.bias.copy_(torch.nan_to_num(x.transpose(0, 2).flatten(1).nanmean(1)))
 
 
-def pretrain(args, model_cfg, sampling, objective):
+def pretrain(args, model_cfg, sampling, objective, loss_meta=None):
     """One modality's pretraining stage (Sec. III-B): split cubes, build the autoencoder, fit, test.
 
-    train_s1.py and train_s2.py differ only in the config, the sampling and the objective."""
+    train_s1.py and train_s2.py differ only in the config, the sampling and the objective; `loss_meta`
+    (e.g. the Eq. 5 lambdas) is stored in the checkpoint with the kernel."""
     cfg = train_config_from_args(args)
     torch.manual_seed(cfg.seed)
     if args.quick:
@@ -180,9 +225,10 @@ def pretrain(args, model_cfg, sampling, objective):
     train_b, val_b, test_b, splits = stage_batches(args, m, sampling, m, cfg, bands=model_cfg.bands)
     model = ModalityAutoencoder(model_cfg)
     init_output_bias(model, train_b)
-    loss_fn = autoencoder_loss_fn(objective, losses.context_weights())
+    loss_fn = autoencoder_loss_fn(objective, context_weights_from_args(args))
+    loss_meta = {**(loss_meta or {}), "kernel_alpha": args.kernel_alpha, "kernel_ring": args.kernel_ring}
     fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
-        {"kind": "autoencoder", "meta": {"splits": splits}}, resume=args.resume)
+        {"kind": "autoencoder", "meta": {"splits": splits, "loss": loss_meta}}, resume=args.resume)
     return report_test(model, loss_fn, test_b, cfg, args.out)
 
 
@@ -361,7 +407,7 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
             n_log += n
             if step % cfg.log_every == 0:
                 print(f"epoch {epoch + 1} | step {step} | loss {loss.item():.4f} | "
-                      f"{n_log / (time.time() - t_log):.0f} samples/s", flush=True)
+                      f"{n_log / max(time.time() - t_log, 1e-6):.0f} samples/s", flush=True)
                 t_log, n_log = time.time(), 0
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
@@ -378,7 +424,7 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
         history.append(row)
         print(f"epoch {epoch + 1} | step {step} | " + " | ".join(
             f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +
-            f" | {count / row['seconds']:.0f} samples/s", flush=True)
+            f" | {count / max(row['seconds'], 1e-6):.0f} samples/s", flush=True)
         save_checkpoint(ckpt_path, {
             "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),

@@ -10,22 +10,20 @@ transformer then costs a quarter, and embedding speed is set by the transformers
 
 Writes OUT/checkpoint.pt, OUT/log.csv, OUT/loss_curves.png (Fig. 5), OUT/test_metrics.csv.
 """
-import argparse
-
 import data
 import losses
 import train
-from deepfeat import AutoencoderConfig
+from deepfeat import S1_TOKEN_CHANNELS, AutoencoderConfig
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = data.ArgumentParser(description=__doc__.splitlines()[0])
     train.add_common_args(parser, out="runs/s1")
-    parser.add_argument("--latent-dim", type=int, default=2, help="latent size (default 2, Sec. III-B)")
+    parser.add_argument("--latent-dim", type=data.positive_int, default=2, help="latent size (default 2, Sec. III-B)")
     args = parser.parse_args(argv)
-    model_cfg = AutoencoderConfig("s1", data.S1_BANDS, args.latent_dim, token_channels=8)
+    model_cfg = AutoencoderConfig("s1", data.S1_BANDS, args.latent_dim, token_channels=S1_TOKEN_CHANNELS)
     train.pretrain(args, model_cfg, data.S1_SAMPLING, losses.s1_loss)
 
 
 if __name__ == "__main__":
-    main()
+    data.run_cli(main)

@@ -99,7 +99,25 @@ def test_validate_cube_rejects_bad_input(make, message):
 
 
 def test_validate_cube_accepts_good_cube():
-    data.validate_cube(tiny_cube(), ["B02"])
+    """Guards against validate_cube silently refusing (or silently accepting) cubes at the limits.
+
+    A Sec. III-B sample needs 11 dates and 15 x 15 px: a cube of exactly 11 dates x 15 x 15 px with one
+    finite value left is valid (returns None, no error); one date less (10 < 11), one row or column
+    less (14 < 15) or that last finite value removed (all-NaN band) each raise CubeError.
+    """
+    assert data.validate_cube(tiny_cube(), ["B02"]) is None
+    edge = tiny_cube(T=11, H=15, W=15)
+    edge["B02"][:] = np.nan
+    edge["B02"][10, 14, 14] = 0.1                  # one valid observation is enough
+    assert data.validate_cube(edge, ["B02"], min_dates=11, min_size=15) is None
+    cloudy = edge.copy(deep=True)
+    cloudy["B02"][10, 14, 14] = np.nan
+    for bad, message in ((edge.isel(time=slice(0, 10)), "only 10 dates"),
+                         (edge.isel(y=slice(1, 15)), "14 x 15 pixels"),
+                         (edge.isel(x=slice(1, 15)), "15 x 14 pixels"),
+                         (cloudy, "all-NaN")):
+        with pytest.raises(CubeError, match=message):
+            data.validate_cube(bad, ["B02"], min_dates=11, min_size=15)
 
 
 @pytest.mark.parametrize("make, message", [BAD_CUBES[i] for i in (0, 1, 2, 6, 7)])
@@ -168,8 +186,9 @@ def test_romania_missing_band_error_names_band_and_file(realdata):
     with pytest.raises(CubeError) as err:
         data.open_s2([realdata / ROMANIA.format("10m"), realdata / ROMANIA.format("20m")])
     msg = str(err.value)
-    for part in ("B05", "B06", "B07", "B12", "romania_10m.nc", "bands="):
+    for part in ("B05", "B06", "B07", "B12", "romania_10m.nc"):
         assert part in msg
+    assert "bands=" in msg or "--bands" in msg                 # says how to ask for fewer bands
     assert "B8A," not in msg.split("(has")[0]  # B8A is present, not reported missing
 
 
@@ -199,6 +218,7 @@ def _dn_band_array(s2, offset_from="2022-01-25"):
                         coords={"time": s2["time"], "band": short, "y": s2["y"], "x": s2["x"]})
 
 
+@pytest.mark.filterwarnings("ignore:.*NOT masked")      # no SCL: the synthetic clouds are NaN already
 def test_prepare_s2_band_dim_dn_and_boa_offset():
     _, s2, _ = _synthetic(3, start="2021-12-01", end="2022-03-01")  # straddles 2022-01-25
     out = data.prepare_s2(_dn_band_array(s2))
@@ -219,6 +239,7 @@ def test_prepare_s2_band_dim_dn_and_boa_offset():
                                s2["B04"].values[~late] - 0.1, atol=6e-5)
 
 
+@pytest.mark.filterwarnings("ignore:.*NOT masked")      # no SCL: the synthetic clouds are NaN already
 def test_prepare_s2_already_reflectance_not_rescaled():
     ds = tiny_cube(bands=("B02", "B8A"), value=0.25)
     out = data.prepare_s2(ds, bands=("b02", "b8a"))
@@ -272,6 +293,66 @@ def test_same_day_acquisitions_merged_in_linear():
     merged, mt = data.merge_same_day(v, t)
     np.testing.assert_array_equal(mt, t[[0, 2]])
     np.testing.assert_allclose(merged[:, :, 0], [[2.0, 4.0], [5.0, 6.0]])
+
+
+def _s1_db_cube(times, vv_db, vh_db):
+    """Raw S1 cube in dB (units attribute "dB"): band arrays (T, X) on one row y = 0, x = 0, 10, ..."""
+    t = np.array(times, dtype="datetime64[ns]")
+    vv, vh = (np.asarray(v, dtype=np.float64)[:, None, :] for v in (vv_db, vh_db))   # (T, 1, X)
+    return xr.Dataset({"VV": (("time", "y", "x"), vv, {"units": "dB"}),
+                       "VH": (("time", "y", "x"), vh, {"units": "dB"})},
+                      coords={"time": t, "y": [0.0], "x": 10.0 * np.arange(vv.shape[2])})
+
+
+def test_prepare_s1_db_bounds_of_both_bands_by_hand():
+    """Guards against wrong or swapped fixed dB bounds (S1_DB_RANGE vv [-25, 0], vh [-30, -5]).
+
+    Nine pixels hold the same dB value in VV and VH, constant over three dates 6 days apart, so the
+    3-frame rolling mean (in linear power) and the dB round trip leave them as they are. By hand:
+      dB      :  -35  -30  -25  -20  -17.5  -12.5  -10   -5    0    5
+      VV (v+25)/25, clipped: 0    0    0   0.2   0.3    0.5   0.6  0.8   1    1
+      VH (v+30)/25, clipped: 0    0   0.2  0.4   0.5    0.7   0.8   1    1    1
+    Any other vh bounds (e.g. vv's, or [-30, -10]) change the VH row, and no clipping lets -35 / 5 out.
+    """
+    db = np.array([-35.0, -30, -25, -20, -17.5, -12.5, -10, -5, 0, 5])
+    const = np.broadcast_to(db, (3, db.size))
+    out = data.prepare_s1(_s1_db_cube(["2020-01-01", "2020-01-07", "2020-01-13"], const, const))
+    vv = [0, 0, 0, 0.2, 0.3, 0.5, 0.6, 0.8, 1, 1]
+    vh = [0, 0, 0.2, 0.4, 0.5, 0.7, 0.8, 1, 1, 1]
+    for t in range(3):
+        np.testing.assert_allclose(out["vv"].values[t, 0], vv, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(out["vh"].values[t, 0], vh, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(out["vv"].attrs["db_range"], [-25, 0])
+    np.testing.assert_array_equal(out["vh"].attrs["db_range"], [-30, -5])
+    assert out["vv"].attrs["input_units"].startswith("db ") and out["vv"].dtype == np.float32
+
+
+def test_prepare_s1_same_day_merge_averages_linear_power():
+    """Guards against merging same-day acquisitions in dB instead of linear power.
+
+    Each of three days (6 days apart) has two acquisitions a minute apart: -10 dB and -20 dB.
+    Linear: 0.1 and 0.01, mean 0.055 -> 10 * log10(0.055) = -12.596 dB (a dB mean would give -15).
+    Normalised: VV (-12.596 + 25) / 25 = 0.49614 (not 0.4), VH (-12.596 + 30) / 25 = 0.69614 (not 0.6).
+    Every day merges to the same value, so the rolling mean of 0.055, 0.055, 0.055 changes nothing.
+    Pixel 1 has NaN and -10 dB: nanmean -> -10 dB -> VV 0.6, VH 0.8. Merged frames keep the first
+    timestamp of their day; 6 acquisitions -> 3 dates, 3 merged.
+    """
+    times = [f"2020-01-{d:02d}T05:{m:02d}" for d in (1, 7, 13) for m in (0, 1)]
+    pair = np.array([[-10.0, np.nan], [-20.0, -10.0]])            # (2 acquisitions, 2 pixels)
+    raw = np.tile(pair, (3, 1))                                    # (6, 2)
+    merged_db = 10 * np.log10((0.1 + 0.01) / 2)
+    assert merged_db == pytest.approx(-12.5964, abs=1e-4)
+    out = data.prepare_s1(_s1_db_cube(times, raw, raw))
+    assert out.attrs["merged_acquisitions"] == 3
+    np.testing.assert_array_equal(out["time"].values, np.array(times[::2], dtype="datetime64[ns]"))
+    np.testing.assert_allclose(out["vv"].values[:, 0, 0], (merged_db + 25) / 25, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out["vh"].values[:, 0, 0], (merged_db + 30) / 25, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out["vv"].values[:, 0, 0], 0.49614, atol=1e-5)
+    np.testing.assert_allclose(out["vv"].values[:, 0, 1], 0.6, atol=1e-6)
+    np.testing.assert_allclose(out["vh"].values[:, 0, 1], 0.8, atol=1e-6)
+    # merge_same_day itself is a plain nanmean of what it gets: linear in, linear mean out
+    merged, _ = data.merge_same_day(data.db_to_linear(raw[:2]), np.array(times[:2], dtype="datetime64[ns]"))
+    np.testing.assert_allclose(data.linear_to_db(merged), [[merged_db, -10.0]])
 
 
 def test_myanmar_s1_loading(realdata):
@@ -439,6 +520,78 @@ def test_centre_valid_policy():
     assert not np.isnan(x2[:, 5, :, 7, 7]).any()
     assert np.isnan(x2).any() and np.isnan(x1[:, :, :, 7, 7]).any()
     assert (x2[np.isfinite(x2)] == np.float32(0.2)).all()
+
+
+def _yx_coded(T, H, W):
+    """(T, 2, H, W): band 0 all 0.5 (where the clouds go), band 1 = 100 y + x (names a patch's corner)."""
+    a = np.full((T, 2, H, W), 0.5, np.float32)
+    a[:, 1] = 100 * np.arange(H)[:, None] + np.arange(W)[None, :]
+    return a
+
+
+def test_cloud_on_centre_frame_and_pixel_drops_only_that_sample():
+    """Guards against an off-by-one in the centre frame (F // 2 = 5 of 11) or centre pixel (15 // 2 = 7).
+
+    T = 11 dates (fewer than seq_len 20): one sequence, and drawing 11 of 11 frames gives every sample
+    frames 0..10, so sample frame 5 is cube frame 5. H = W = 16 with s_stride 1: corners (y0, x0) in
+    {0, 1}^2, 4 samples, centres at cube pixels (7, 7), (7, 8), (8, 7), (8, 8).
+    A) cloud at cube frame 5, pixel (8, 8), band 0: only the corner-(1, 1) sample is dropped (its
+       centre); the corner-(0, 0) sample keeps it as NaN at patch pixel (8, 8). A centre pixel of 8
+       would drop corner (0, 0) instead; a centre frame of 4 or 6 would drop nothing.
+    B) the same pixel cloudy on every frame but 5: all 4 samples kept, the NaN passed on (not zeroed)
+       at patch pixel (7, 7) of corner (1, 1) on its 10 non-central frames. A centre frame of 4 or 6
+       would drop corner (1, 1).
+    """
+    cfg = data.SamplingConfig(seq_len=20, t_stride=17, s_stride=1)
+    days = {"s2": np.arange(11) * 5.0}
+
+    def corners(a):
+        x, d = data.sample_patches({"s2": a}, days, cfg, np.random.default_rng(0), "s2")["s2"]
+        np.testing.assert_array_equal(d, np.broadcast_to(days["s2"], d.shape))   # frames 0..10
+        return x, (x[:, 0, 1, 0, 0]).astype(int).tolist()                         # 100 y0 + x0
+
+    a = _yx_coded(11, 16, 16)
+    a[5, 0, 8, 8] = np.nan                                                    # A
+    x, kept = corners(a)
+    assert kept == [0, 1, 100]                                               # (1, 1) dropped
+    assert np.isnan(x[0, 5, 0, 8, 8]) and np.isnan(x[0]).sum() == 1          # corner (0, 0) keeps the NaN
+    assert np.isnan(x[1, 5, 0, 8, 7]) and np.isnan(x[2, 5, 0, 7, 8])
+
+    b = _yx_coded(11, 16, 16)
+    b[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10], 0, 8, 8] = np.nan                     # B
+    x, kept = corners(b)
+    assert kept == [0, 1, 100, 101]
+    assert np.isnan(x[3, :, 0, 7, 7]).tolist() == [True] * 5 + [False] + [True] * 5
+    assert np.isnan(x[3]).sum() == 10 and x[3, 5, 0, 7, 7] == np.float32(0.5)
+
+
+def test_centre_policy_uses_each_samples_own_centre_frame():
+    """Guards against testing the cube's frame F // 2 (or frames[:, 4] / frames[:, 6]) instead of each
+    sample's own centre frame frames[i, 5] (11 frames drawn at random from a 20-frame sequence).
+
+    Cube frame 10 is cloudy everywhere in band 0. With T = 20 (one sequence) and H = W = 24, s_stride 1:
+    10 x 10 = 100 samples, frames from patch_index with the same seed. Expected: exactly the samples
+    whose 6th drawn frame (index 5) is cube frame 10 are dropped; samples holding frame 10 elsewhere are
+    kept with that frame all NaN in band 0.
+    """
+    T, H, W = 20, 24, 24
+    cfg = data.SamplingConfig(seq_len=20, t_stride=17, s_stride=1)
+    a = _yx_coded(T, H, W)
+    a[10, 0] = np.nan
+    a[:, 1] += 1000 * np.arange(T)[:, None, None]                   # band 1 = 1000 t + 100 y + x
+    frames, y0, x0 = data.patch_index(T, H, W, cfg, np.random.default_rng(5))
+    drop = frames[:, 5] == 10
+    assert 0 < drop.sum() < 100 and ((frames == 10).any(1) & ~drop).sum() > 0   # both cases occur
+    x, d = data.sample_patches({"s2": a}, {"s2": np.arange(T, dtype=float)}, cfg,
+                               np.random.default_rng(5), "s2")["s2"]
+    assert x.shape[0] == 100 - drop.sum()
+    code = x[:, :, 1, 0, 0].astype(int)                                         # (N, 11)
+    np.testing.assert_array_equal(code // 1000, frames[~drop])                  # which frames were kept
+    np.testing.assert_array_equal(code[:, 0] % 1000, (100 * y0 + x0)[~drop])
+    assert (d[:, 5] != 10).all()
+    elsewhere = (d == 10)                                                        # frame 10, not central
+    assert elsewhere.any() and np.isnan(x[:, :, 0][elsewhere]).all()
+    assert not np.isnan(x[:, :, 0][~elsewhere]).any()
 
 
 def test_gather_matches_slow_loop():
@@ -632,3 +785,13 @@ def test_cli_make_sample_data(tmp_path, capsys):
     assert (tmp_path / "tower" / "tower_gpp.csv").exists() and len(list(tmp_path.glob("*_s2.nc"))) == 5
     tower = data.open_s2(tmp_path / "tower" / "tower_s2.nc")
     assert tower["B02"].shape[1:] == (24, 24) and str(tower["time"].values[-1])[:4] == "2020"
+
+
+def test_find_cubes_takes_one_area_at_two_resolutions_as_one_cube(tmp_path):
+    """X_10m.nc and X_20m.nc are one S2 cube (combined by open_s2), named X; other files stay single."""
+    for name in ("a_10m.nc", "a_20m.nc", "b_s2.nc"):
+        (tmp_path / name).touch()
+    entries = data.find_cubes([tmp_path / "b_s2.nc", tmp_path / "a_20m.nc", tmp_path / "a_10m.nc"], "s2")
+    assert entries == [(tmp_path / "a_10m.nc", tmp_path / "a_20m.nc"), tmp_path / "b_s2.nc"]
+    assert [data.cube_name(e) for e in entries] == ["a", "b"]
+    assert data.find_cubes([entries[0]], "s2") == [entries[0]]              # an entry passes through

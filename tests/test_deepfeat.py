@@ -40,7 +40,7 @@ def test_blocks_shapes_and_attention_range():
 def test_config_derives_paper_sizes():
     cfg = AutoencoderConfig("s2", tuple("abcdefghij"), 9)
     assert cfg.sizes == (15, 8, 4)
-    assert cfg.d_model == 256                      # 16 channels x 4 x 4, spec.md
+    assert cfg.d_model == 256                      # 16 channels x 4 x 4, as the authors
 
 
 @pytest.mark.parametrize("C,latent", [(2, 2), (10, 9)])
@@ -91,7 +91,7 @@ def test_temporal_encoding_sees_gaps_not_shifts():
 
 
 def test_embedding_independent_of_batch():
-    """The authors' encoder mixed samples across the batch (spec.md); ours must not."""
+    """The authors' encoder mixed samples across the batch (Sonicious/DeepFeatures); ours must not."""
     ae = tiny("s2", 10, 9).eval()
     x, days = patches(8, 10)
     x[3, 2, :, 4:9, 4:9] = float("nan")                                   # a cloud in one sample
@@ -149,12 +149,33 @@ def test_fusion_takes_a_third_modality():
 
 
 def test_fusion_uses_asynchronous_dates():
+    """Guards against the fusion ignoring when S1 was acquired: S1 centre days replaced by the S2 ones
+    (the reference), a date encoding that ignores the days, or a centre frame other than T // 2 = 5.
+
+    S1 acquired 4 days before each S2 date: the S1 autoencoder sees the same offsets within its own
+    window (d - 4 - (d_0 - 4) = d - d_0), so its latent is unchanged and the whole difference must come
+    from the fusion's encoding of the centre-date gap (S1 centre - S2 centre = -4 days). Shifting both
+    modalities by 100 days changes nothing (only the gap counts). Moving only the S1 centre frame
+    (index 5) by -2 days must give fuse(latents, gap d1[:, 5] - d2[:, 5] = -2).
+    """
+    torch.manual_seed(0)
     model = fusion_of(s1=tiny("s1", 2, 2), s2=tiny("s2", 10, 9)).eval()
     (x1, d), (x2, _) = patches(2, 2), patches(2, 10)
     with torch.no_grad():
-        same = model.encode({"s1": (x1, d), "s2": (x2, d)})[0]
-        lagged = model.encode({"s1": (x1, d - 4.0), "s2": (x2, d)})[0]   # S1 acquired 4 days earlier
-    assert not torch.allclose(same, lagged)
+        same, lat_same = model.encode({"s1": (x1, d), "s2": (x2, d)})
+        lagged, lat_lag = model.encode({"s1": (x1, d - 4.0), "s2": (x2, d)})   # S1 acquired 4 days earlier
+        shifted, _ = model.encode({"s1": (x1, d + 96.0), "s2": (x2, d + 100.0)})
+        torch.testing.assert_close(lat_lag["s1"], lat_same["s1"], rtol=0, atol=1e-6)
+        assert (lagged - same).abs().max() > 1e-3                            # the gap is seen
+        torch.testing.assert_close(shifted, lagged, rtol=0, atol=1e-5)       # ... and only the gap
+        centre = {"s1": d[:, 5] - 4.0, "s2": d[:, 5]}
+        torch.testing.assert_close(lagged, model.fuse(lat_lag, centre), rtol=0, atol=1e-6)
+        d1 = d.clone()
+        d1[:, 5] -= 2.0                                                      # only the S1 centre frame moves
+        fused, lat = model.encode({"s1": (x1, d1), "s2": (x2, d)})
+        torch.testing.assert_close(fused, model.fuse(lat, {"s1": d1[:, 5], "s2": d[:, 5]}), rtol=0, atol=1e-6)
+        same_centres = model.fuse(lat, {"s1": d[:, 5], "s2": d[:, 5]})      # what a reader of frame 4 or 6 sees
+        assert (fused - same_centres).abs().max() > 1e-3
 
 
 def test_gpp_transformer_shape_and_last_day():
@@ -162,3 +183,42 @@ def test_gpp_transformer_shape_and_last_day():
     x = torch.randn(3, 90, 7)
     days = torch.arange(90.0).expand(3, 90)
     assert model(x, days).shape == (3,)
+
+
+def test_gpp_head_reads_the_last_days_token():
+    """Guards against a head that reads token 0, the mean of the tokens or any other pooling instead
+    of the last day's token (Sec. IV-C: the prediction is for the window's last day).
+
+    1. With the real transformer: the head's input is exactly the transformer output at position -1
+       (forward hooks), and the prediction is head(hidden[:, -1]).
+    2. With the transformer replaced by the identity, token i = input(x_i) + TE(days_i - days_0) +
+       season(phase_i), so the prediction is that formula at i = L - 1, computed here by hand; changing
+       the features of days 0 .. L-2 leaves it bit-identical, changing the last day's features does not.
+    """
+    torch.manual_seed(0)
+    model = GPPTransformer(GPPConfig(n_features=3, d_model=8, n_heads=2, n_layers=1)).eval()
+    assert model.season is not None
+    x = torch.randn(2, 6, 3)
+    days = torch.tensor([[0.0, 5, 10, 15, 20, 30], [100, 101, 102, 140, 141, 200]]) + 18000
+    seen = {}
+    model.transformer.register_forward_hook(lambda m, inp, out: seen.update(hidden=out))
+    model.head.register_forward_hook(lambda m, inp, out: seen.update(head_in=inp[0]))
+    with torch.no_grad():
+        pred = model(x, days)
+        assert torch.equal(seen["head_in"], seen["hidden"][:, -1])
+        torch.testing.assert_close(pred, model.head(seen["hidden"][:, -1]).squeeze(-1), rtol=0, atol=0)
+        assert not torch.allclose(seen["hidden"][:, -1], seen["hidden"][:, 0])   # the choice matters here
+        assert not torch.allclose(seen["hidden"][:, -1], seen["hidden"].mean(1))
+
+    model.transformer = torch.nn.Identity()
+    with torch.no_grad():
+        phase = 2 * math.pi * days[:, -1] / 365.25
+        last = (model.input(x[:, -1]) + model.time_encoding(days[:, -1] - days[:, 0])
+                + model.season(torch.stack([phase.sin(), phase.cos()], -1)))     # annual phase (default on)
+        torch.testing.assert_close(model(x, days), model.head(last).squeeze(-1), rtol=0, atol=1e-6)
+        earlier = x.clone()
+        earlier[:, :-1] = torch.randn(2, 5, 3) * 10
+        assert torch.equal(model(earlier, days), model(x, days))
+        changed = x.clone()
+        changed[:, -1] += 1.0
+        assert (model(changed, days) - model(x, days)).abs().min() > 1e-4

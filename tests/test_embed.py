@@ -1,8 +1,17 @@
-"""Tests of embed.py: fast path == reference path, file layout, gap semantics, resume, errors, PCA.
+"""Tests of embed.py: fast path == reference path == the model applied to patches cut by hand, row
+blocks, border padding, gap semantics, S1 dates, file layout, resume, errors, PCA.
 
-Run: python -m pytest -q tests/test_embed.py   (tiny models on small synthetic cubes; ~3 min on 2 cores
-     run alone, most of it training conftest.py's shared models for the PCA test)
+The embedding tests use `sensitive`: tiny untrained models whose BatchNorm statistics are calibrated
+on the test cube, so that their output depends strongly on the input (with default BatchNorm
+statistics the 0-0.3 reflectances hardly register: the features barely vary between the pixels of
+one date, and a window one date off moved them by ~4e-5, under an absolute 1e-4 tolerance). Tolerances are
+relative to the spread of each feature: |difference| <= 1e-4 x its std, and each test shows that a
+patch off by one pixel or one date moves the features by far more than that.
+
+Run: python -m pytest -q tests/test_embed.py   (tiny models on small synthetic cubes; ~30 s on 2 cores
+     without the PCA test, which adds ~3-4 min training conftest.py's shared models)
 """
+import matplotlib.axes
 import numpy as np
 import pytest
 import torch
@@ -14,11 +23,98 @@ import train
 from conftest import tiny_ae
 from deepfeat import FusionConfig, FusionModel
 
+HALF, N_FRAMES = 7, 11          # the patch: 15 x 15 px x 11 dates centred on the pixel-date
+REL_TOL = 1e-4                  # max |difference| allowed, as a fraction of each feature's std
+
 
 def save(model, kind, path):
     train.save_checkpoint(path, {"format": train.CHECKPOINT_FORMAT, "kind": kind,
                                  "model_config": train.model_config_dict(model), "model": model.state_dict()})
     return path
+
+
+def sensitive(ae, array):
+    """Calibrate `ae`'s encoder BatchNorm statistics on frames of `array` (T, C, H, W) (the 15 x 15
+    corners of every date) and return it in eval mode: normalised activations make the latent depend
+    strongly on the input. Deterministic: no random numbers."""
+    T, C, H, W = array.shape
+    P = 2 * HALF + 1
+    frames = np.stack([array[t, :, i:i + P, j:j + P] for t in range(T) for i in (0, H - P) for j in (0, W - P)])
+    norms = [m for m in ae.enc_blocks.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                                   # plain average of the batch statistics
+    ae.train()
+    with torch.no_grad():
+        ae.encode_frames(torch.from_numpy(np.ascontiguousarray(frames)))
+    for m in norms:
+        m.momentum = 0.1
+    return ae.eval()
+
+
+def prepare_by_hand(s2_path, s1_path=None):
+    """The whole prepared cube, without embed.py: {m: (T, C, H, W)} arrays and {m: (T,)} days.
+
+    S1 days are worked out here from the S1 file's own times (closest acquisition within 6 days of
+    each S2 date, else the S2 date), not taken from data.match_s1_to_s2's s1_time."""
+    s2 = data.open_s2(s2_path)
+    arrays, days = {"s2": data.cube_array(s2, data.S2_BANDS)}, {"s2": data.day_offsets(s2.time)}
+    if s1_path is not None:
+        s1 = data.match_s1_to_s2(data.open_s1(s1_path, target=s2), s2)
+        arrays["s1"] = data.cube_array(s1, data.S1_BANDS)
+        with xr.open_dataset(s1_path) as raw:
+            d1 = data.day_offsets(raw.time)
+        assert len(np.unique(np.floor(d1))) == len(d1)                  # no same-day merging here
+        gap = np.abs(d1[None, :] - days["s2"][:, None])                  # (T2, T1)
+        nearest = d1[gap.argmin(1)]
+        days["s1"] = np.where(gap.min(1) <= 6.0, nearest, days["s2"])
+    return arrays, days
+
+
+def cut_patches(arrays, days, points, pad_mode=None):
+    """Patches cut by plain numpy slicing: frames t-5..t+5, rows i-7..i+7, cols j-7..j+7 of the
+    whole cube (of the whole cube padded by 7 px with np.pad(pad_mode) when given).
+    -> {m: float32 tensor (N, 11, C, 15, 15)}, {m: float32 tensor (N, 11)}."""
+    x, d = {}, {}
+    for m, a in arrays.items():
+        src = a if pad_mode is None else np.pad(a, ((0, 0), (0, 0), (HALF, HALF), (HALF, HALF)), mode=pad_mode)
+        o = 0 if pad_mode is None else HALF                             # pixel (i, j) is at (i + o, j + o)
+        patches = [src[t - 5:t + 6, :, i + o - HALF:i + o + HALF + 1, j + o - HALF:j + o + HALF + 1]
+                   for t, i, j in points]
+        assert all(p.shape == (N_FRAMES, a.shape[1], 15, 15) for p in patches), "patch outside the cube"
+        x[m] = torch.from_numpy(np.stack(patches))
+        d[m] = torch.tensor(np.stack([days[m][t - 5:t + 6] for t, _, _ in points]), dtype=torch.float32)
+    return x, d
+
+
+def model_features(model, x, d):
+    """The model itself on hand-cut patches: latent for an autoencoder; for fusion
+    [fuse(latents, central dates), latent s1, latent s2] (the documented feature order)."""
+    with torch.no_grad():
+        if not isinstance(model, FusionModel):
+            (m,) = x
+            return model.encode(x[m], d[m]).numpy()
+        latents = {m: model.autoencoders[m].encode(x[m], d[m]) for m in model.cfg.modalities}
+        fused = model.fuse(latents, {m: d[m][:, N_FRAMES // 2] for m in model.cfg.modalities})
+        return torch.cat([fused] + [latents[m] for m in model.cfg.modalities], dim=1).numpy()
+
+
+def valid_points(arrays, pixels):
+    """(t, i, j) for each pixel at its first and last date with a valid central S2 observation
+    (all bands finite) and 5 dates on each side."""
+    a = arrays["s2"]
+    T = a.shape[0]
+    points = []
+    for i, j in pixels:
+        ts = [t for t in range(5, T - 5) if np.isfinite(a[t, :, i, j]).all()]
+        if ts:
+            points += [(t, i, j) for t in sorted({ts[0], ts[-1]})]
+    return points
+
+
+def feature_std(emb):
+    """Per-feature std of an embedding (T, H, W, F) over its valid pixel-dates."""
+    return np.nanstd(emb.reshape(-1, emb.shape[-1]), axis=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,27 +129,200 @@ def cube(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fusion_ckpt(tmp_path_factory):
+def prepared(cube):
+    """`cube` prepared as a whole, by data.py alone: ({m: (T, C, 20, 23)}, {m: (T,)})."""
+    return prepare_by_hand(cube[1], cube[0])
+
+
+@pytest.fixture(scope="module")
+def fusion_ckpt(prepared, tmp_path_factory):
+    """Tiny fusion model, autoencoders made input-sensitive on `cube` (see `sensitive`)."""
     torch.manual_seed(0)
-    model = FusionModel({"s1": tiny_ae("s1", data.S1_BANDS, 2), "s2": tiny_ae("s2", data.S2_BANDS, 9)},
+    arrays, _ = prepared
+    model = FusionModel({"s1": sensitive(tiny_ae("s1", data.S1_BANDS, 2), arrays["s1"]),
+                         "s2": sensitive(tiny_ae("s2", data.S2_BANDS, 9), arrays["s2"])},
                         FusionConfig(d_model=16, n_heads=2, n_layers=1))
     return save(model.eval(), "fusion", tmp_path_factory.mktemp("ckpt") / "fusion.pt")
 
 
 @pytest.fixture(scope="module")
 def embedded(cube, fusion_ckpt, tmp_path_factory):
+    """`cube` embedded by the fast path in 5 row blocks of 4 rows (block_pixels=100)."""
     out = tmp_path_factory.mktemp("emb") / "emb.nc"
     embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100)
     return out
 
 
+def assert_close(got, want, std, what):
+    """max |got - want| <= REL_TOL x std, per feature."""
+    assert np.isfinite(got).all() and np.isfinite(want).all(), f"{what}: NaN where a value is due"
+    worst = (np.abs(got - want).reshape(-1, got.shape[-1]) / std).max()
+    assert worst <= REL_TOL, f"{what}: max |difference| = {worst:.2e} x feature std (tolerance {REL_TOL:g})"
+
+
+def assert_distinct(a, b, std, what):
+    """Each row of a and b differs by more than 100 x the tolerance in some feature: the check can
+    tell a patch off by one pixel or date (or padded differently) from the right one."""
+    sep = (np.abs(a - b) / std).max(axis=1)
+    assert sep.min() > 100 * REL_TOL, f"{what}: smallest separation {sep.min():.2e} x feature std"
+
+
 def test_fast_path_equals_reference(cube, fusion_ckpt, embedded, tmp_path):
+    """Fast path (shared frame tokens) == reference path (one patch per pixel-date) within 1e-4 x the
+    feature std, on a model whose features spread widely between the pixels of one date. Guards
+    against an off-by-one in the fast path's frame or pixel gather (with an untrained model a
+    one-frame shift moved the features by ~4e-5, under an absolute 1e-4 tolerance)."""
     ref = embed.embed_cube(cube[1], cube[0], fusion_ckpt, tmp_path / "ref.nc", path="reference", block_pixels=100)
     fast = xr.open_dataset(embedded).embedding.values
     slow = xr.open_dataset(ref).embedding.values
     assert np.array_equal(np.isnan(fast), np.isnan(slow))
-    assert np.isfinite(fast).any()
-    assert np.nanmax(np.abs(fast - slow)) <= 1e-4
+    ok = np.isfinite(fast).all(-1)
+    std = feature_std(fast)
+    assert_close(fast[ok], slow[ok], std, "fast vs reference")
+    # the features depend on the pixel, not only on the date: within one date they spread by a good
+    # part of their overall std (an input-blind model has per-date spread ~0)
+    per_date = np.stack([fast[t][ok[t]].std(0) for t in range(len(fast)) if ok[t].sum() >= 10])
+    assert np.all(np.median(per_date, axis=0) > 0.2 * std), np.median(per_date, axis=0) / std
+
+
+def test_embedding_equals_model_on_hand_cut_patches(prepared, fusion_ckpt, embedded):
+    """The embedding at (t, i, j) is the model applied to frames t-5..t+5, rows i-7..i+7, cols
+    j-7..j+7 of the prepared cube, cut here by plain slicing (S1 days: the matched S1 acquisitions),
+    for interior pixels at their first and last valid date. Guards against windows off by one date
+    or pixel in both paths alike, x/y swaps, wrong days, and a wrong fused/latent feature order."""
+    arrays, days = prepared
+    T = arrays["s2"].shape[0]
+    emb = xr.open_dataset(embedded).embedding.values                              # (T, H, W, F)
+    std = feature_std(emb)
+    points = valid_points(arrays, [(7, 7), (8, 14), (9, 11), (10, 8), (11, 13)])  # rows 7..12, cols 7..15 interior
+    assert len(points) >= 8
+    model = train.load_model(fusion_ckpt)[0]
+    want = model_features(model, *cut_patches(arrays, days, points))
+    got = emb[tuple(np.array(points).T)]
+    assert_close(got, want, std, "embedding vs hand-cut patches")
+    # a window one date or one pixel off gives clearly different features (so the check above sees it)
+    for dt, di, dj in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
+        off = [(t + dt if t < T // 2 else t - dt, i + di, j + dj) for t, i, j in points]
+        assert_distinct(model_features(model, *cut_patches(arrays, days, off)), want, std,
+                        f"shift {(dt, di, dj)}")
+
+
+def test_border_pixels_use_reflect_padding(prepared, fusion_ckpt, embedded):
+    """Pixels within 7 px of the cube edge (corners, edges, near edges) embed the patch cut from the
+    whole cube padded with np.pad(mode="reflect"), the documented edge policy. Guards against
+    "edge" or "symmetric" padding (shown here to give clearly different features) and against
+    padding that differs between row blocks."""
+    arrays, days = prepared
+    _, _, H, W = arrays["s2"].shape
+    emb = xr.open_dataset(embedded).embedding.values
+    std = feature_std(emb)
+    pixels = [(0, 0), (0, W - 1), (H - 1, 0), (H - 1, W - 1), (0, 11), (H - 1, 9), (10, 0), (9, W - 1),
+              (3, 4), (H - 3, W - 5), (6, 16), (2, W - 3), (H - 7, 1)]
+    points = valid_points(arrays, pixels)
+    assert len(points) >= 16
+    model = train.load_model(fusion_ckpt)[0]
+    want = model_features(model, *cut_patches(arrays, days, points, pad_mode="reflect"))
+    assert_close(emb[tuple(np.array(points).T)], want, std, "border pixels vs reflect-padded patches")
+    for mode in ("edge", "symmetric"):
+        assert_distinct(model_features(model, *cut_patches(arrays, days, points, pad_mode=mode)), want, std, mode)
+
+
+def test_row_blocks_equal_one_block(cube, fusion_ckpt, embedded, tmp_path):
+    """Embedding in 5 row blocks (block_pixels=100: 4 rows each, 7-row halos read from the
+    neighbouring blocks) == embedding the whole cube as one block. Guards against halos that are
+    padded (reflected) at block boundaries instead of read, or blocks misplaced in the output."""
+    one = embed.embed_cube(cube[1], cube[0], fusion_ckpt, tmp_path / "one.nc", block_pixels=20 * 23)
+    blocks = xr.open_dataset(embedded).embedding.values
+    whole = xr.open_dataset(one).embedding.values
+    assert np.array_equal(np.isnan(blocks), np.isnan(whole))
+    ok = np.isfinite(whole).all(-1)
+    assert_close(blocks[ok], whole[ok], feature_std(whole), "4-row blocks vs one block")
+
+
+def test_one_missing_band_gives_nan(tmp_path):
+    """A central S2 observation with ONE band missing (the others valid) has no embedding: the
+    centre must be valid in all bands, not any. The same value missing in a neighbour's patch is
+    filled like any gap: those neighbours embed as the model does on hand-cut patches. Also covers
+    an S2 autoencoder checkpoint (features = the 9 latents)."""
+    s1, s2, _ = data.make_synthetic_cube(seed=5, size=16, start="2020-04-01", end="2020-07-31")
+    s2 = s2.copy(deep=True)
+    raw = np.stack([s2[b].values for b in data.S2_BANDS], axis=1)                 # (T, C, H, W)
+    T = raw.shape[0]
+    i, j = 8, 7
+    t = next(t for t in range(5, T - 5) if np.isfinite(raw[t, :, i, j]).all()
+             and np.isfinite(raw[t, :, i, j + 1]).all() and np.isfinite(raw[t, :, i + 1, j]).all())
+    s2["B05"].values[t, i, j] = np.nan
+    data.write_cube(s2, tmp_path / "s2.nc")
+    arrays, days = prepare_by_hand(tmp_path / "s2.nc")
+    assert np.isnan(arrays["s2"][t, :, i, j]).sum() == 1                           # exactly one band missing
+    torch.manual_seed(1)
+    ckpt = save(sensitive(tiny_ae("s2", data.S2_BANDS, 9), arrays["s2"]), "autoencoder", tmp_path / "s2.pt")
+    out = embed.embed_cube(tmp_path / "s2.nc", None, ckpt, tmp_path / "e.nc")
+    emb = xr.open_dataset(out).embedding.values                                   # (T, 16, 16, 9)
+    assert emb.shape[-1] == 9
+    assert np.isnan(emb[t, i, j]).all()
+    centre_ok = np.isfinite(arrays["s2"]).all(axis=1)
+    centre_ok[:5] = centre_ok[-5:] = False
+    np.testing.assert_array_equal(np.isfinite(emb).all(-1), centre_ok)
+    np.testing.assert_array_equal(np.isnan(emb).all(-1), ~centre_ok)
+    points = [(t, i, j + 1), (t, i + 1, j), (t, i - 1, j - 1)] + valid_points(arrays, [(0, 0), (15, 15), (7, 8)])
+    points = [p for p in points if centre_ok[p]]
+    assert len(points) >= 5
+    model = train.load_model(ckpt)[0]
+    want = model_features(model, *cut_patches(arrays, days, points, pad_mode="reflect"))
+    assert_close(emb[tuple(np.array(points).T)], want, feature_std(emb), "S2 autoencoder vs hand-cut patches")
+
+
+def s1_on_dates(s1, times, source_times):
+    """Raw S1 cube with one acquisition at each of `times`, carrying the values of the raw S1
+    acquisition closest to each of `source_times` (so two cubes can share values, not dates)."""
+    d1 = data.day_offsets(s1.time)
+    idx = np.abs(d1[None, :] - data.day_offsets(source_times)[:, None]).argmin(1)
+    return xr.Dataset({b: (("time", "y", "x"), s1[b].values[idx], s1[b].attrs) for b in data.S1_BANDS},
+                      coords={"time": times, "y": s1.y, "x": s1.x, "spatial_ref": s1.spatial_ref},
+                      attrs=s1.attrs)
+
+
+def test_s1_days_are_s1_acquisition_times(fusion_ckpt, tmp_path):
+    """S1 acquired 2 days after or before each S2 date (within the 6-day matching gap): the S1 days
+    the model sees are the S1 acquisition times, not the S2 dates. CubeReader.block returns them;
+    with identical S1 values, the lagged cube's fused features (S1 date relative to S2 in the
+    fusion's temporal encoding) and S1 latents (irregular S1 offsets in the window) differ from
+    those of an S1 cube acquired on the S2 dates, and match the model on hand-cut patches with the
+    lagged days."""
+    s1, s2, _ = data.make_synthetic_cube(seed=3, size=16, start="2020-04-01", end="2020-07-31")
+    s2_t = s2.time.values
+    lags = np.where(np.arange(len(s2_t)) % 3 == 1, -2, 2) * np.timedelta64(1, "D")   # mixed in every window
+    s1_lag_t = s2_t + lags
+    data.write_cube(s2, tmp_path / "s2.nc")
+    data.write_cube(s1_on_dates(s1, s2_t, s2_t), tmp_path / "s1_same.nc")
+    data.write_cube(s1_on_dates(s1, s1_lag_t, s2_t), tmp_path / "s1_lag.nc")
+    bands = {"s1": data.S1_BANDS, "s2": data.S2_BANDS}
+    blocks = {k: embed.CubeReader(tmp_path / "s2.nc", tmp_path / f"s1_{k}.nc", ("s1", "s2"), bands).block(0, 16)
+              for k in ("same", "lag")}
+    (a_same, d_same, _), (a_lag, d_lag, _) = blocks["same"], blocks["lag"]
+    np.testing.assert_array_equal(d_same["s1"], data.day_offsets(s2_t))
+    np.testing.assert_array_equal(d_lag["s1"], data.day_offsets(s1_lag_t))      # the S1 dates, +-2 days
+    np.testing.assert_array_equal(d_lag["s2"], data.day_offsets(s2_t))
+    for m in ("s1", "s2"):
+        np.testing.assert_array_equal(a_lag[m], a_same[m])                       # same values, other dates
+    emb = {k: xr.open_dataset(embed.embed_cube(tmp_path / "s2.nc", tmp_path / f"s1_{k}.nc", fusion_ckpt,
+                                               tmp_path / f"e_{k}.nc")).embedding.values
+           for k in ("same", "lag")}
+    assert np.array_equal(np.isnan(emb["same"]), np.isnan(emb["lag"]))
+    ok = np.isfinite(emb["lag"]).all(-1)
+    std = feature_std(emb["lag"])
+    same, lag = emb["same"][ok], emb["lag"][ok]
+    assert_distinct(lag[:, :7], same[:, :7], std[:7], "fused features, lagged vs same-date S1")
+    s1_sep = (np.abs(lag[:, 7:9] - same[:, 7:9]) / std[7:9]).max(1)             # weaker: median, not all
+    assert np.median(s1_sep) > 100 * REL_TOL, f"S1 latents, lagged vs same-date S1: {np.median(s1_sep):.2e}"
+    assert_close(lag[:, 9:], same[:, 9:], std[9:], "S2 latents do not depend on S1")
+    arrays, days = prepare_by_hand(tmp_path / "s2.nc", tmp_path / "s1_lag.nc")
+    np.testing.assert_array_equal(days["s1"], data.day_offsets(s1_lag_t))
+    points = valid_points(arrays, [(0, 0), (7, 8), (15, 15), (3, 12)])
+    model = train.load_model(fusion_ckpt)[0]
+    want = model_features(model, *cut_patches(arrays, days, points, pad_mode="reflect"))
+    assert_close(emb["lag"][tuple(np.array(points).T)], want, std, "lagged S1 vs hand-cut patches")
 
 
 def test_output_layout(cube, embedded):
@@ -135,14 +404,15 @@ def test_pca_separates_land_cover(trained_fusion, tmp_path):
     data.write_cube(s2, tmp_path / "p_s2.nc")
     out = embed.embed_cube(tmp_path / "p_s2.nc", tmp_path / "p_s1.nc", trained_fusion, tmp_path / "e.nc",
                            block_pixels=512)
-    ratio = embed.pca_figure(out, tmp_path / "p_s2.nc", tmp_path / "pca.png", n_dates=2)
-    assert (tmp_path / "pca.png").stat().st_size > 0 and ratio.sum() <= 1.0 + 1e-6
+    embed.pca_figure(out, tmp_path / "p_s2.nc", tmp_path / "pca.png", n_dates=2)
+    assert (tmp_path / "pca.png").stat().st_size > 0
     emb = embed.select_features(xr.open_dataset(out).embedding).values            # (T, H, W, 7)
     assert emb.shape[-1] == 7
     t = np.argmax(np.isfinite(emb).all(-1).sum((1, 2)))                           # date of Fig. 6
     ok = np.isfinite(emb[t]).all(-1)
     X, y = emb[t][ok], s2.landcover.values[ok]
-    mean, comps, _ = embed.pca_fit(X)
+    mean, comps, ratio = embed.pca_fit(X)
+    assert np.all(np.diff(ratio) <= 0) and ratio.sum() <= 1.0 + 1e-6
     pcs = (X - mean) @ comps.T
     half = np.random.default_rng(0).random(len(y)) < 0.5
     names = np.unique(y[half])
@@ -166,3 +436,48 @@ def test_reader_combines_real_10m_and_20m_files(realdata):
     np.testing.assert_array_equal(arrays["s2"][:, :, 7:11, 7:107], whole[:, :, 0:4])
     valid = np.isfinite(arrays["s2"]).mean()
     assert 0.3 < valid < 0.9                                           # real clouds masked by SCL
+
+
+def test_times_stored_exactly_real_s1(realdata, tmp_path):
+    """Output times are the source acquisition times to the nanosecond. As float days since 1970 the
+    real Myanmar S1 times (23:32:01 ...) came back up to ~256 ns off, and `.sel(time=t)` failed."""
+    raw = xr.open_dataset(realdata / "s1_grd_myanmar" / "s1_vv_vh_myanmar_2014_2018.nc")
+    raw.isel(y=slice(50, 66), x=slice(50, 66), time=slice(0, 24)).to_netcdf(tmp_path / "m_s1.nc")
+    ckpt = save(tiny_ae("s1", data.S1_BANDS, 2).eval(), "autoencoder", tmp_path / "s1.pt")
+    out = embed.embed_cube(None, tmp_path / "m_s1.nc", ckpt, tmp_path / "e.nc")
+    source = data.open_s1(tmp_path / "m_s1.nc").time.values                  # same-day slices merged
+    ns = source.astype("datetime64[ns]").astype(np.int64)
+    as_float_days = np.round(data.day_offsets(source) * 86_400e9).astype(np.int64)
+    assert (as_float_days != ns).any()                                        # the pitfall is real here
+    emb = xr.open_dataset(out)
+    np.testing.assert_array_equal(emb.time.values, source)
+    assert all(emb.embedding.sel(time=t).shape == (16, 16, 2) for t in source)
+
+
+def test_pca_one_basis_and_one_stretch_for_all_panels(cube, tmp_path, monkeypatch):
+    """Colours compare across dates and cubes. A pixel whose embedding is the same on two dates gets
+    the same colour in both panels although the dates' spreads differ 3-fold (a stretch per panel
+    colours it differently); --fit takes the basis of another cube."""
+    s2 = xr.open_dataset(cube[1])
+    T, H, W, F = 3, s2.sizes["y"], s2.sizes["x"], 7
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(T, H, W, F)).astype(np.float32)
+    values[1] *= 3.0
+    values[:, 4, 5] = rng.normal(size=F)                                    # one pixel, same on every date
+    coords = {"time": s2.time.values[5:5 + T], "y": s2.y.values, "x": s2.x.values,
+              "feature": [f"fused_{i}" for i in range(F)]}
+    xr.Dataset({"embedding": (("time", "y", "x", "feature"), values)}, coords).to_netcdf(tmp_path / "a.nc")
+    xr.Dataset({"embedding": (("time", "y", "x", "feature"), values[::-1] * 2)}, coords).to_netcdf(tmp_path / "b.nc")
+    shown = []
+    real_imshow = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, img, **kw: shown.append(np.array(img)) or
+                        real_imshow(ax, img, **kw))
+    basis = embed.pca_figure(tmp_path / "a.nc", cube[1], tmp_path / "a.png", n_dates=2)
+    colours = shown[1::2]                                                  # (true colour, PCA) per row
+    assert len(colours) == 2 and not np.allclose(colours[0], colours[1])
+    np.testing.assert_array_equal(colours[0][4, 5], colours[1][4, 5])
+    fitted = embed.pca_figure(tmp_path / "a.nc", cube[1], tmp_path / "ab.png", fit=tmp_path / "b.nc")
+    reference = embed.pca_basis(tmp_path / "b.nc")
+    for k in ("mean", "components", "lo", "hi"):
+        np.testing.assert_array_equal(fitted[k], reference[k])
+    assert not np.allclose(basis["hi"], reference["hi"])                   # b is a scaled 2x: another stretch

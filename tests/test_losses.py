@@ -211,6 +211,28 @@ def test_ssim_identity_symmetry_noise_and_mask():
     assert float(ssim(x, torch.full_like(x, float("nan")))) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_ssim_leaves_out_windows_with_missing_values():
+    """A cloud is not scored as perfect structure. 7 x 7 windows on a 15 x 15 frame give a 9 x 9 map;
+    a cloud over pixels rows 0-3, cols 0-3 touches exactly the windows whose top-left corner (i, j)
+    has i <= 3 and j <= 3 (16 of 81). SSIM with the cloud = mean of the cloud-free map over the other
+    65 windows; averaging all 81 (the masked ones read ~1) would make the loss fall as clouds grow."""
+    x, _ = cube((2, 3, 2, 15, 15), 11)
+    noise, _ = cube((2, 3, 2, 15, 15), 12)
+    y = 0.5 * x + noise                                                   # SSIM ~0.4: room to inflate
+    valid = torch.ones_like(x, dtype=torch.bool)
+    valid[..., :4, :4] = False
+    touched = torch.zeros(9, 9, dtype=torch.bool)
+    touched[:4, :4] = True
+    expected = ssim_map(x, y)[..., ~touched].mean()                       # (B, T*C, 65) -> mean
+    assert float(ssim(x, y, valid)) == pytest.approx(float(expected), rel=1e-12)
+    # a cloud over rows 0-5 leaves the windows with i >= 6 (map rows 6-8); scoring every window instead
+    # would count the 2/3 half-cloudy ones as near-perfect
+    more_cloud = torch.ones_like(valid)
+    more_cloud[..., :6, :] = False
+    assert float(ssim(x, y, more_cloud)) == pytest.approx(float(ssim_map(x, y)[..., 6:, :].mean()), rel=1e-12)
+    assert float(ssim_map(x, y, more_cloud).mean()) > float(ssim(x, y, more_cloud)) + 0.15
+
+
 def test_ssim_window_larger_than_patch_raises():
     with pytest.raises(ValueError, match="larger than"):
         ssim(torch.zeros(1, 1, 1, 5, 5), torch.zeros(1, 1, 1, 5, 5))

@@ -4,6 +4,9 @@ Run: python -m pytest -q tests/test_train.py   (~4 min on 2 CPU cores, most of i
 """
 import argparse
 import dataclasses
+import itertools
+import re
+import types
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ import data
 import losses
 import train
 import train_fusion
+import train_s2
 from conftest import ROOT
 from deepfeat import AutoencoderConfig, ModalityAutoencoder
 
@@ -84,6 +88,139 @@ def test_checkpoint_round_trip_and_resume(cubes, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@dataclasses.dataclass
+class ScalarConfig:
+    name: str = "scalar"
+
+
+class Scalar(torch.nn.Module):
+    """One parameter w (starts at 0): the smallest model fit and its checkpoints accept."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = ScalarConfig()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+
+def plateau_loss(model, batch):
+    """Training loss -w (gradient -1 every step: Adam moves w by exactly lr per step); the monitored
+    metric max(1 - w, 0.65) improves for three epochs, then sits on the floor 0.65 for good."""
+    loss = -(model.w * batch["x"]).sum()
+    return loss, {"plateau": torch.clamp(1 - model.w.detach(), min=0.65)}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def scalar_batches(interrupt_at=None):
+    def batches(epoch):
+        if epoch == interrupt_at:
+            raise Interrupted(f"killed during epoch {epoch + 1}")
+        yield {"x": torch.ones(1)}                                       # one step per epoch
+    return batches
+
+
+def steady_clock(monkeypatch):
+    """train.time.time() advancing 1 s per call (a fast epoch never lasts 0.00 s), and no loss-curve
+    figure (matplotlib would be most of the run time)."""
+    ticks = itertools.count()
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: float(next(ticks))))
+    monkeypatch.setattr(train, "plot_history", lambda history, path: None)
+
+
+def test_resume_restores_lr_and_plateau_state(tmp_path, monkeypatch):
+    """Guards against a resume that drops (or mis-restores) the ReduceLROnPlateau state or the lr.
+
+    lr 0.1, one step per epoch, patience 2, factor 0.5. w after epoch k (while lr = 0.1) is 0.1 k, so
+    the monitor max(1 - w, 0.65) reads 0.9, 0.8, 0.7, then 0.65 from epoch 4 on (w = 0.4 -> 0.6 < 0.65).
+    Scheduler by hand: epoch 4 is the last improvement (best 0.65, bad 0); epochs 5, 6 bad 1, 2;
+    epoch 7 bad 3 > 2 -> lr 0.05, bad 0; epochs 8, 9 bad 1, 2; epoch 10 -> lr 0.025.
+    The run is killed during epoch 9: its checkpoint (epoch 8) is mid-plateau, after one reduction,
+    with lr 0.05 and 1 bad epoch. Resumed to 10 epochs it must match the straight run: lr per epoch,
+    optimizer lr, w and the whole scheduler state (best, num_bad_epochs, _last_lr, last_epoch). A
+    scheduler restarted fresh would take epoch 9 as a new best and end at lr 0.05, not 0.025; an
+    optimizer restarted fresh would train epoch 9 at lr 0.1 again.
+    """
+    steady_clock(monkeypatch)
+    cfg = train.TrainConfig(epochs=10, batch_size=1, lr=0.1, weight_decay=0.0, warmup_steps=0, clip=1e9,
+                            device="cpu", plateau_factor=0.5, plateau_patience=2, min_lr=1e-6,
+                            monitor="plateau", log_every=1000)
+    meta = {"kind": "scalar"}
+    val = lambda: iter([{"x": torch.ones(1)}])                             # noqa: E731
+    straight = Scalar()
+    history = train.fit(straight, straight.parameters(), plateau_loss, scalar_batches(), val, cfg,
+                        tmp_path / "a", meta)
+    lrs = [0.1] * 6 + [0.05] * 3 + [0.025]
+    np.testing.assert_allclose([row["lr"] for row in history], lrs, rtol=1e-12)
+    np.testing.assert_allclose([row["val_plateau"] for row in history[:4]], [0.9, 0.8, 0.7, 0.65], atol=1e-6)
+
+    killed = Scalar()
+    with pytest.raises(Interrupted):
+        train.fit(killed, killed.parameters(), plateau_loss, scalar_batches(interrupt_at=8), val, cfg,
+                  tmp_path / "b", meta)
+    mid = train.load_checkpoint(tmp_path / "b" / "checkpoint.pt", "scalar")
+    assert mid["epoch"] == 8 and mid["scheduler"]["num_bad_epochs"] == 1      # killed mid-plateau
+    assert mid["scheduler"]["best"] == pytest.approx(0.65) and mid["optimizer"]["param_groups"][0]["lr"] == 0.05
+
+    resumed = Scalar()                          # fresh: everything must come from the checkpoint
+    resumed_history = train.fit(resumed, resumed.parameters(), plateau_loss, scalar_batches(), val, cfg,
+                                tmp_path / "b", meta, resume=True)
+    assert [row["epoch"] for row in resumed_history] == list(range(1, 11))
+    np.testing.assert_allclose([row["lr"] for row in resumed_history], lrs, rtol=1e-12)
+    a = train.load_checkpoint(tmp_path / "a" / "checkpoint.pt", "scalar")
+    b = train.load_checkpoint(tmp_path / "b" / "checkpoint.pt", "scalar")
+    assert b["scheduler"] == a["scheduler"]
+    assert (a["scheduler"]["num_bad_epochs"], a["scheduler"]["_last_lr"]) == (0, [0.025])
+    assert b["optimizer"]["param_groups"][0]["lr"] == a["optimizer"]["param_groups"][0]["lr"] == 0.025
+    assert torch.equal(resumed.w, straight.w)
+
+
+def test_fit_survives_an_epoch_shorter_than_the_clock_resolution(tmp_path, monkeypatch):
+    """Guards against dividing by a measured duration that can be 0: an epoch (or a log interval)
+    faster than the clock's resolution (time.time() ticks in ~16 ms steps on Windows; a one-batch
+    epoch of a small model takes ~2 ms, which round(seconds, 2) makes 0.0) must not crash fit with
+    ZeroDivisionError. Here the clock stands still: every duration is exactly 0."""
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: 1000.0))
+    monkeypatch.setattr(train, "plot_history", lambda history, path: None)
+    cfg = train.TrainConfig(epochs=2, batch_size=1, lr=0.1, warmup_steps=0, device="cpu",
+                            monitor="plateau", log_every=1)
+    model = Scalar()
+    history = train.fit(model, model.parameters(), plateau_loss, scalar_batches(),
+                        lambda: iter([{"x": torch.ones(1)}]), cfg, tmp_path, {"kind": "scalar"})
+    assert [row["epoch"] for row in history] == [1, 2]
+
+
+UNPICKLED = []
+
+
+def _record_unpickling(text):
+    """What a hostile pickle would run on load; here it only records that it ran."""
+    UNPICKLED.append(text)
+    return text
+
+
+class Payload:
+    def __reduce__(self):
+        return _record_unpickling, ("code ran while loading",)
+
+
+def test_checkpoint_with_pickled_object_is_refused(tmp_path):
+    """Guards against torch.load(..., weights_only=False) in load_checkpoint: a checkpoint that is
+    valid in every other way (format, kind, config) but pickles an arbitrary object, whose __reduce__
+    runs code on unpickling, must end in SystemExit and must not run that code."""
+    UNPICKLED.clear()
+    model = tiny_s2()
+    torch.save({"format": train.CHECKPOINT_FORMAT, "kind": "autoencoder",
+                "model_config": train.model_config_dict(model), "model": model.state_dict(),
+                "meta": {"note": Payload()}}, tmp_path / "hostile.pt")
+    with pytest.raises(SystemExit, match="cannot be read"):
+        train.load_checkpoint(tmp_path / "hostile.pt", "autoencoder")
+    with pytest.raises(SystemExit, match="cannot be read"):
+        train.load_model(tmp_path / "hostile.pt", "autoencoder", "s2")
+    assert UNPICKLED == []
+
+
 def test_mismatched_checkpoints_are_clear_errors(cubes, tmp_path):
     model = tiny_s2()
     train.save_checkpoint(tmp_path / "s2.pt", {"format": train.CHECKPOINT_FORMAT, "kind": "autoencoder",
@@ -121,3 +258,82 @@ def test_stage_clis_in_quick_mode(quick_models, tmp_path):
              "--s2-checkpoint", str(quick_models / "s2" / "checkpoint.pt")]
     with pytest.raises(SystemExit, match="expected the s1"):
         train_fusion.main(wrong)
+
+
+def test_one_cube_is_split_by_tiles(tmp_path):
+    """One cube cannot be split by cube: it is cut into 28 px tiles 8 px apart (64 px: tiles at 0 and
+    36 along y and x, 4 tiles -> train 2, val 1, test 1). Splits share no pixel and no two tiles of
+    different splits come closer than 8 px; each tile holds exactly the cube's pixels there."""
+    _, s2, _ = data.make_synthetic_cube(seed=1, size=64, start="2020-03-01", end="2020-07-31")
+    data.write_cube(s2, tmp_path / "one_s2.nc")
+    loaded, splits = train.split_and_load([tmp_path / "one_s2.nc"], "s2", seed=0)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [2, 1, 1]
+    whole = data.cube_array(data.open_s2(tmp_path / "one_s2.nc"), data.S2_BANDS)          # (T, C, 64, 64)
+    boxes = {}
+    for split, cubes in loaded.items():
+        for c in cubes:
+            y0, y1, x0, x1 = map(int, re.fullmatch(r"one\[(\d+):(\d+),(\d+):(\d+)\]", c["name"]).groups())
+            assert (y1 - y0, x1 - x0) == (data.TILE_SIZE, data.TILE_SIZE)
+            np.testing.assert_array_equal(c["arrays"]["s2"], whole[:, :, y0:y1, x0:x1])
+            boxes[c["name"]] = (split, y0, y1, x0, x1)
+    for a, (sa, *ba) in boxes.items():
+        for b, (sb, *bb) in boxes.items():
+            if sa != sb:                                        # gap along y or x >= TILE_GAP
+                gap = max(bb[0] - ba[1], ba[0] - bb[1], bb[2] - ba[3], ba[2] - bb[3])
+                assert gap >= data.TILE_GAP, (a, b)
+
+
+def test_one_real_area_trains_from_its_10m_and_20m_files(realdata, tmp_path):
+    """A user with one real tile can train: the Romania 10 m + 20 m files are one cube (six bands from
+    two resolutions), cut into 9 tiles; two steps run and the checkpoint records the tile split."""
+    folder = realdata / "s2_l2a_romania"
+    files = [str(folder / f"sentinel2_cube_subset_romania_{r}.nc") for r in ("10m", "20m")]
+    train_s2.main(["--quick", "--cubes", *files, "--bands", "B02", "B03", "B04", "B08", "B8A", "B11",
+                   "--max-steps", "2", "--s-stride", "13", "--out", str(tmp_path)])
+    splits = train.load_checkpoint(tmp_path / "checkpoint.pt")["meta"]["splits"]
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [6, 2, 1]
+    assert all(n.startswith("sentinel2_cube_subset_romania[") for v in splits.values() for n in v)
+
+
+def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
+    """`train_s2.py --loss mae` trains on the context-weighted MAE alone (the baseline of the paper's
+    42 % claim): its objective equals the weighted MAE, while the default is Eq. 5 with (0.23, 0.03, 0.74)
+    and --lambdas sets other weights."""
+    captured = {}
+    monkeypatch.setattr(train, "pretrain", lambda args, cfg, sampling, objective, meta: captured.update(
+        objective=objective, meta=meta))
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 11, 10, 15, 15), torch.rand(2, 11, 10, 15, 15)
+    valid, weights = torch.isfinite(target), losses.context_weights()
+    for argv, (l_mae, l_ssim, l_sam) in ((["--loss", "mae"], (1.0, 0.0, 0.0)), ([], (0.23, 0.03, 0.74)),
+                                         (["--lambdas", "0.5", "0.2", "0.3"], (0.5, 0.2, 0.3))):
+        train_s2.main(argv)
+        total, parts = captured["objective"](pred, target, valid, weights)
+        expected = l_mae * parts["weighted_mae"] + l_ssim * parts["ssim"] + l_sam * parts["sam"]
+        assert float(total) == pytest.approx(float(expected), rel=1e-6)
+        assert tuple(captured["meta"]["lambdas"]) == (l_mae, l_ssim, l_sam)
+    assert float(parts["ssim"]) > 0.1 and float(parts["sam"]) > 0.1           # the terms --loss mae drops
+
+
+def test_kernel_flags_set_eq1(tmp_path):
+    """--kernel-alpha/--kernel-ring reach Eq. 1: defaults give the authors' kernel, 1/1 a flat one."""
+    parser = data.ArgumentParser()
+    train.add_common_args(parser, out=str(tmp_path))
+    default = train.context_weights_from_args(parser.parse_args([]))
+    torch.testing.assert_close(default, losses.context_weights())
+    flat = train.context_weights_from_args(parser.parse_args(["--kernel-alpha", "1", "--kernel-ring", "1"]))
+    torch.testing.assert_close(flat, torch.full((11, 15, 15), 1 / (11 * 15 * 15)))
+
+
+def test_unfreeze_trains_the_encoders(quick_models, tmp_path):
+    """`train_fusion.py --unfreeze` (joint fine-tuning) changes the pretrained encoder weights; the
+    default leaves them bit-identical (train_fusion.check_frozen would stop the run otherwise)."""
+    args = ["--quick", "--cubes", str(ROOT / "sample_data"), "--max-steps", "2",
+            "--s1-checkpoint", str(quick_models / "s1" / "checkpoint.pt"),
+            "--s2-checkpoint", str(quick_models / "s2" / "checkpoint.pt")]
+    train_fusion.main([*args, "--unfreeze", "--out", str(tmp_path / "joint")])
+    saved = train.load_checkpoint(quick_models / "s2" / "checkpoint.pt")["model"]
+    joint = train.load_checkpoint(tmp_path / "joint" / "checkpoint.pt")
+    assert joint["meta"]["unfrozen"] is True
+    changed = [k for k, v in saved.items() if not torch.equal(joint["model"][f"autoencoders.s2.{k}"], v)]
+    assert any(k.startswith("enc_") for k in changed)
