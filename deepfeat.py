@@ -444,10 +444,10 @@ def count_parameters(module, trainable_only=False):
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description="Print parameter counts and a shape walk-through of the models.")
     parser.add_argument("--batch", type=int, default=2, help="batch size of the dummy input (default 2)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     s1 = ModalityAutoencoder(AutoencoderConfig("s1", ("vv", "vh"), latent_dim=2,
                                                token_channels=S1_TOKEN_CHANNELS)).eval()

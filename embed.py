@@ -414,15 +414,19 @@ def select_features(emb):
     return emb.sel(feature=fused) if fused else emb
 
 
-def pca_basis(embeddings, max_rows=200_000, seed=0):
-    """One PCA basis and colour stretch for a whole embedding cube: fitted on its valid pixel-dates
-    (all dates; a seeded subsample of max_rows), the stretch = 2nd-98th percentile of each PC.
-    -> {"mean" (F,), "components" (3, F), "explained" (3,), "lo" (3,), "hi" (3,)}."""
-    emb = select_features(xr.open_dataset(embeddings)["embedding"])
+def open_embedding(path):
+    """The features of an embedding netCDF that the PCA reads (select_features), in memory."""
+    return select_features(xr.open_dataset(path)["embedding"]).load()
+
+
+def pca_basis(emb, max_rows=200_000, seed=0):
+    """One PCA basis and colour stretch for a whole embedding cube (time, y, x, feature): fitted on
+    its valid pixel-dates (all dates; a seeded subsample of max_rows), the stretch = 2nd-98th
+    percentile of each PC. -> {"mean" (F,), "components" (3, F), "explained" (3,), "lo" (3,), "hi" (3,)}."""
     X = emb.values.reshape(-1, emb.sizes["feature"])
     X = X[np.isfinite(X).all(-1)]
     if len(X) == 0:
-        raise data.CubeError(f"{embeddings} has no valid embedding to fit a PCA on")
+        raise data.CubeError("the embedding cube has no valid embedding to fit a PCA on")
     if len(X) > max_rows:
         X = X[np.random.default_rng(seed).choice(len(X), max_rows, replace=False)]
     mean, comps, ratio = pca_fit(X)
@@ -443,8 +447,8 @@ def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, fit=None)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    emb = select_features(xr.open_dataset(embeddings)["embedding"])
-    basis = pca_basis(fit or embeddings)
+    emb = open_embedding(embeddings)
+    basis = pca_basis(open_embedding(fit) if fit else emb)
     if basis["mean"].shape != (emb.sizes["feature"],):
         raise data.CubeError(f"--fit {fit} has {basis['mean'].size} features, {embeddings} {emb.sizes['feature']}")
     if dates == "auto":

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import deepfeat
 from deepfeat import (CBAM, AutoencoderConfig, ConvAttentionBlock, FusionConfig, FusionModel, GPPConfig,
                       GPPTransformer, ModalityAutoencoder, MultiScale, TemporalEncoding)
 
@@ -222,3 +223,12 @@ def test_gpp_head_reads_the_last_days_token():
         changed = x.clone()
         changed[:, -1] += 1.0
         assert (model(changed, days) - model(x, days)).abs().min() > 1e-4
+
+
+def test_walk_through_prints_the_trained_sizes(capsys):
+    """`python deepfeat.py` shows the models train_s1/s2.py train: S1 with its 128-wide token
+    (S1_TOKEN_CHANNELS 8 x 4 x 4), S2 with 256 (16 x 4 x 4)."""
+    deepfeat.main([])
+    out = capsys.readouterr().out
+    assert "s1: " in out and "d_model 128" in out.split("s2: ")[0]
+    assert "d_model 256" in out.split("s2: ")[1]
