@@ -137,7 +137,7 @@ def run_cli(main, argv=None):
         print(f"{prog}: interrupted; what was written is kept (rerun the same command to resume, "
               "training with --resume)", file=sys.stderr)
         raise SystemExit(130) from None
-    print(f"{prog}: error: {message.removeprefix('error: ')}", file=sys.stderr)
+    print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 

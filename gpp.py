@@ -511,14 +511,19 @@ def load_site(site, flux_path, feature_sets, embeddings=None, s2_path=None, pixe
                     flux[GPP].values, features)
 
 
-def site_windows(site, feature_sets, split_years, window, stride, need_target=True):
-    """Window starts of one split, shared by every feature set (all are evaluated on the same days)."""
-    x_ok = np.ones(len(site.days), bool)
+def features_ok(site, feature_sets):
+    """(N,) True on the days where every feature set has all its predictors."""
+    ok = np.ones(len(site.days), bool)
     for s in feature_sets:
         if s != BASELINE:
-            x_ok &= np.isfinite(site.features[s]).all(axis=1)
+            ok &= np.isfinite(site.features[s]).all(axis=1)
+    return ok
+
+
+def site_windows(site, feature_sets, split_years, window, stride, need_target=True):
+    """Window starts of one split, shared by every feature set (all are evaluated on the same days)."""
     y_ok = np.isfinite(site.gpp) if need_target else None
-    return make_windows(site.year, x_ok, y_ok, split_years, window, stride)
+    return make_windows(site.year, features_ok(site, feature_sets), y_ok, split_years, window, stride)
 
 
 def why_no_windows(sites, feature_sets, years, window):
@@ -531,9 +536,7 @@ def why_no_windows(sites, feature_sets, years, window):
         return f"every GPP value in {list(years)} is missing or fails the QC filter (--min-qc)"
     longest = 0
     for s, m in zip(sites, in_years):
-        for fs in feature_sets:
-            if fs != BASELINE:
-                m = m & np.isfinite(s.features[fs]).all(axis=1)
+        m = m & features_ok(s, feature_sets)
         runs = np.diff(np.flatnonzero(np.diff(np.r_[0, m.astype(int), 0])))[::2]      # lengths of True runs
         longest = max(longest, int(runs.max()) if runs.size else 0)
     if longest == 0:
