@@ -419,13 +419,14 @@ def nrmse(obs, pred, norm="range"):
     4.40 / 0.0958 = 45.9 gC m-2 d-1 (val). A mean daily GPP is ~3-5, so the mean reading is ruled
     out; a range reading fits better (though 34-46 is wide for daily GPP), hence "range" by default.
     """
-    scale = np.max(obs) - np.min(obs) if norm == "range" else np.mean(obs)
-    return rmse(obs, pred) / float(scale)
+    scale = float(np.max(obs) - np.min(obs) if norm == "range" else np.mean(obs))
+    return rmse(obs, pred) / scale if scale else float("nan")          # constant GPP: undefined
 
 
 def r2(obs, pred):
     """Coefficient of determination 1 - SS_res / SS_tot."""
-    return 1.0 - float(np.sum((np.asarray(pred) - obs) ** 2) / np.sum((obs - np.mean(obs)) ** 2))
+    total = float(np.sum((obs - np.mean(obs)) ** 2))
+    return 1.0 - float(np.sum((np.asarray(pred) - obs) ** 2)) / total if total else float("nan")
 
 
 def bias(obs, pred):
@@ -553,37 +554,61 @@ def metric_row(feature_set, site, split, obs, pred):
 
 
 def run_experiment(sites, feature_sets, window=90, stride=10, train_years=(2017, 2018, 2019),
-                   val_years=(2020,), model_kwargs=None, train_cfg=None, out_dir="runs/gpp"):
+                   val_years=(2020,), model_kwargs=None, train_cfg=None, out_dir="runs/gpp", val_sites=()):
     """Train/evaluate every feature set on the same windows of all sites (Sec. IV-C protocol).
 
+    Split by year (the paper's): every site's train_years train, its val_years validate. Split by
+    tower (`val_sites`, e.g. leave one tower out): the other sites' train_years + val_years train,
+    the val_sites' same years validate, and the climatology is the training towers' pooled cycle.
     Returns (rows, curves): rows = metric dicts per feature set x split x site (plus "all" when
     there are several sites); curves[feature_set][site] = daily prediction (N,) on every day whose
     full window lies inside one split (stride 1; NaN elsewhere), for the figure.
     """
     model_kwargs, train_cfg = model_kwargs or {}, train_cfg or TrainConfig()
-    if set(train_years) & set(val_years):
+    names = [s.site for s in sites]
+    unknown = [v for v in val_sites if v not in names]
+    if unknown:
+        raise InputError(f"--val-sites {unknown[0]!r} is not one of the sites {names}")
+    if val_sites and len(val_sites) == len(sites):
+        raise InputError("--val-sites names every site: no tower is left to train on")
+    if not val_sites and set(train_years) & set(val_years):
         raise InputError(f"--train-years {train_years} and --val-years {val_years} overlap")
-    splits = {"train": train_years, "val": val_years}
-    starts = {sp: [site_windows(s, feature_sets, yrs, window, stride) for s in sites]
+    if val_sites:
+        years = tuple(sorted(set(train_years) | set(val_years)))
+        members = {"train": [n not in val_sites for n in names], "val": [n in val_sites for n in names]}
+        splits = {"train": years, "val": years}
+    else:
+        members = {"train": [True] * len(sites), "val": [True] * len(sites)}
+        splits = {"train": train_years, "val": val_years}
+    none = np.zeros(0, np.int64)
+    starts = {sp: [site_windows(s, feature_sets, yrs, window, stride) if member else none
+                   for s, member in zip(sites, members[sp])]
               for sp, yrs in splits.items()}                                 # split -> per site (W,)
-    daily = [np.concatenate([site_windows(s, feature_sets, yrs, window, 1, need_target=False)
-                             for yrs in splits.values()])
+    daily = [np.unique(np.concatenate([site_windows(s, feature_sets, yrs, window, 1, need_target=False)
+                                       for yrs in splits.values()]))
              for s in sites]                                                 # per site (M,)
     for sp in splits:
         if sum(map(len, starts[sp])) == 0:
-            raise FluxError(f"no {sp} window: {why_no_windows(sites, feature_sets, splits[sp], window)}")
+            in_split = [s for s, member in zip(sites, members[sp]) if member]
+            raise FluxError(f"no {sp} window: {why_no_windows(in_split, feature_sets, splits[sp], window)}")
     rows, curves = [], {}
     for fs in feature_sets:
         if fs == BASELINE:
-            clims = [climatology(s.doy, s.gpp, np.isin(s.year, train_years)) for s in sites]
+            if val_sites:        # one mean seasonal cycle of the training towers, for every tower
+                train_sites = [s for s, member in zip(sites, members["train"]) if member]
+                pooled = climatology(*(np.concatenate(a) for a in zip(*[
+                    (s.doy, s.gpp, np.isin(s.year, years)) for s in train_sites])))
+                clims = [pooled] * len(sites)
+            else:
+                clims = [climatology(s.doy, s.gpp, np.isin(s.year, train_years)) for s in sites]
             pred_at = lambda i, st: clims[i][sites[i].doy[st + window - 1] - 1]
         else:
             def arrays(sp):
                 return tuple(np.concatenate(a) for a in zip(*[
                     (gather_windows(s.features[fs], st, window), gather_windows(s.days, st, window),
                      s.gpp[st + window - 1]) for s, st in zip(sites, starts[sp])]))
-            meta = {"feature_set": fs, "window": window, "stride": stride, "sites": [s.site for s in sites],
-                    "train_years": list(train_years), "val_years": list(val_years)}
+            meta = {"feature_set": fs, "window": window, "stride": stride, "sites": names,
+                    "train_years": list(train_years), "val_years": list(val_years), "val_sites": list(val_sites)}
             train, val = arrays("train"), arrays("val")
             print(f"--- {fs}: {train[0].shape[-1]} features, {len(train[2])} training windows, "
                   f"{len(val[2])} validation windows")
@@ -712,6 +737,9 @@ def main(argv=None):
                    "2 with --quick)")
     p.add_argument("--train-years", default="2017-2019", help="training years, e.g. 2017-2019 (default 2017-2019)")
     p.add_argument("--val-years", default="2020", help="validation years (default 2020)")
+    p.add_argument("--val-sites", nargs="+", default=[], metavar="SITE",
+                   help="split by tower instead of by year: these sites validate, the others train, both over "
+                        "--train-years and --val-years (leave one tower out: name one site; default: year split)")
     p.add_argument("--k", type=positive_int, default=1, help="footprint: mean over k x k pixels around the tower, odd "
                    "(default 1 = tower pixel; 10 m pixels)")
     p.add_argument("--min-qc", type=float, default=0.7, help="minimum daily fraction of good NEE_VUT_REF_QC "
@@ -778,7 +806,8 @@ def main(argv=None):
     train_cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             device=args.device, monitor="mae")
     rows, curves = run_experiment(sites, feature_sets, args.window, stride, train_years, val_years,
-                                  {"d_model": d_model, "annual_phase": args.annual_phase}, train_cfg, out)
+                                  {"d_model": d_model, "annual_phase": args.annual_phase}, train_cfg, out,
+                                  args.val_sites)
     print(format_table(rows))
     write_table(rows, out / "gpp_metrics.csv")
     plot_fig7(sites, curves, val_years, out / "gpp_fig7.png")

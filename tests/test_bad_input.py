@@ -18,6 +18,7 @@ import xarray as xr
 import data
 import embed
 import gpp
+import reproduce
 import train
 import train_fusion
 import train_s1
@@ -26,7 +27,7 @@ from conftest import REALDATA, ROOT, tiny_ae
 from deepfeat import FusionConfig, FusionModel
 
 SCRIPTS = {"train_s1.py": train_s1.main, "train_s2.py": train_s2.main, "train_fusion.py": train_fusion.main,
-           "embed.py": embed.main, "gpp.py": gpp.main, "data.py": data.main}
+           "embed.py": embed.main, "gpp.py": gpp.main, "data.py": data.main, "reproduce.py": reproduce.main}
 ROMANIA_10M = "{realdata}/s2_l2a_romania/sentinel2_cube_subset_romania_10m.nc"
 LAEA_WKT = 'PROJCRS["ETRS89-extended / LAEA Europe",ID["EPSG",3035]]'
 
@@ -76,6 +77,10 @@ CASES = [
      "--out {empty_dir}", "no val window: the flux data have no day in [2024]"),
     ("unknown GPP feature set", "gpp.py --flux {flux_csv} --features fused,foo",
      "--features: unknown feature set 'foo'"),
+    ("validation tower that is not there", "gpp.py --flux {flux_csv} --features climatology --val-sites nowhere "
+     "--out {empty_dir}", "--val-sites 'nowhere' is not one of the sites"),
+    ("reproduce.py without a task", "reproduce.py", "give --quick (the whole table at quick size) or --claim NAME"),
+    ("a claim that does not exist", "reproduce.py --claim speed", "argument --claim: invalid choice: 'speed'"),
     ("a file that is no cube", "data.py inspect {a_file}", "cannot read as netCDF"),
 ]
 

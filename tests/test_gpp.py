@@ -328,6 +328,36 @@ def test_overlapping_years_are_refused():
         gpp.run_experiment([], ["climatology"], train_years=(2019, 2020), val_years=(2020,))
 
 
+def _flat_site(name, level):
+    """A tower with GPP = level on every day of 2017-2020 and no predictor (climatology only)."""
+    time = np.arange(np.datetime64("2017-01-01"), np.datetime64("2021-01-01"))
+    days = (time - time[0]).astype(int)
+    year = time.astype("datetime64[Y]").astype(int) + 1970
+    doy = (time - time.astype("datetime64[Y]")).astype(int) + 1
+    return gpp.SiteData(name, time, days, year, doy, np.full(len(time), float(level)), {})
+
+
+def test_leave_one_tower_out_never_sees_the_held_out_tower():
+    """Split by tower: the held-out tower validates over all years, the climatology is the other
+    towers' pooled cycle (mean of 1 and 3 = 2, so its error on a tower at 100 is 98; a leak of its
+    own cycle would give 0), and no training row comes from it. The year split keeps each tower's own."""
+    sites = [_flat_site("A", 1.0), _flat_site("B", 3.0), _flat_site("C", 100.0)]
+    years = dict(train_years=(2017, 2018, 2019), val_years=(2020,), window=30, stride=10)
+    rows, _ = gpp.run_experiment(sites, ["climatology"], val_sites=["C"], **years)
+    by = {(r["site"], r["split"]): r for r in rows}
+    assert by[("C", "val")]["rmse"] == pytest.approx(98.0)
+    assert by[("C", "val")]["n"] == len(gpp.make_windows(sites[2].year, np.ones(1461, bool), None,
+                                                           range(2017, 2021), 30, 10))
+    assert by[("A", "train")]["rmse"] == pytest.approx(1.0) and by[("B", "train")]["rmse"] == pytest.approx(1.0)
+    assert ("C", "train") not in by and ("A", "val") not in by and ("B", "val") not in by
+    rows, _ = gpp.run_experiment(sites, ["climatology"], **years)
+    assert {r["site"]: r["rmse"] for r in rows if r["split"] == "val"}["C"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="not one of the sites"):
+        gpp.run_experiment(sites, ["climatology"], val_sites=["D"], **years)
+    with pytest.raises(ValueError, match="no tower is left"):
+        gpp.run_experiment(sites, ["climatology"], val_sites=["A", "B", "C"], **years)
+
+
 def test_feature_set_parsing():
     assert gpp.parse_feature_sets("fused, s1+s2,climatology") == ["fused", "s1+s2", "climatology"]
     with pytest.raises(ValueError, match="unknown feature set"):

@@ -1,0 +1,24 @@
+"""Exercise 1 (solution): the context kernel of Eq. 1 (Sec. III-A, Fig. 1), one weight per cell.
+
+Check it: python exercises/check.py 1 --solution
+"""
+import torch
+
+
+def context_weights(T=11, H=15, W=15, alpha=0.1, centre_weight=1.0, ring_weight=0.01, normalise=True):
+    """Spatio-temporal loss weights of Eq. 1 (Sec. III-A): w(t, y, x) = alpha^|dt| * s(d), shape (T, H, W).
+
+    dt = t - T//2 counts frames from the central frame; d = max(|y - H//2|, |x - W//2|) is the
+    Chebyshev ring of the pixel around the central pixel (ring 1 = the 8 neighbours). The spatial
+    factor is s(0) = centre_weight and s(d) = ring_weight * alpha^(d - 1) for d >= 1, so the first
+    ring gets ring_weight and every further ring alpha times less. normalise=True divides by the sum.
+    """
+    w = torch.empty(T, H, W, dtype=torch.float64)
+    for t in range(T):
+        for y in range(H):
+            for x in range(W):
+                dt = abs(t - T // 2)
+                d = max(abs(y - H // 2), abs(x - W // 2))
+                s = centre_weight if d == 0 else ring_weight * alpha ** (d - 1)
+                w[t, y, x] = alpha ** dt * s
+    return w / w.sum() if normalise else w
