@@ -651,19 +651,19 @@ def write_table(rows, path):
         writer.writerows(rows)
 
 
-def plot_fig7(sites, curves, val_years, path):
-    """Fig. 7 style: per site, observed vs predicted daily GPP over time (validation years shaded)
-    and a scatter of predicted vs observed on every validation day (stride 1) with the 1:1 line."""
+def plot_fig7(sites, curves, val_days, path):
+    """Fig. 7 style: per site, observed vs predicted daily GPP over time (validation days shaded)
+    and a scatter of predicted vs observed on every validation day (stride 1) with the 1:1 line.
+    val_days: per site (N,) bool, the days its validation split covers."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(sites), 2, figsize=(14, 3.2 * len(sites)), squeeze=False,
                              gridspec_kw={"width_ratios": [3.2, 1]})
-    for (ax_t, ax_s), s in zip(axes, sites):
+    for (ax_t, ax_s), s, val in zip(axes, sites, val_days):
         dates = s.time
         ax_t.plot(dates, s.gpp, ".", ms=2.5, color="0.45", label="observed (filtered)")
-        val = np.isin(s.year, list(val_years))
         if val.any():
             ax_t.axvspan(dates[val][0], dates[val][-1], color="0.92", zorder=0, label="validation")
         for fs, per_site in curves.items():
@@ -810,7 +810,10 @@ def main(argv=None):
                                   args.val_sites)
     print(format_table(rows))
     write_table(rows, out / "gpp_metrics.csv")
-    plot_fig7(sites, curves, val_years, out / "gpp_fig7.png")
+    all_years = list(train_years + val_years)        # split by tower: a validation site validates every year
+    val_days = [np.isin(s.year, all_years) & (s.site in args.val_sites) if args.val_sites else
+                np.isin(s.year, list(val_years)) for s in sites]
+    plot_fig7(sites, curves, val_days, out / "gpp_fig7.png")
     print(f"wrote {out / 'gpp_metrics.csv'} and {out / 'gpp_fig7.png'} ({time.time() - t0:.0f} s); "
           "paper (9 sites): NRMSE 0.0917 / 0.0958, RMSE 3.09 / 4.40 gC m-2 d-1 (train / val)")
 
