@@ -10,7 +10,10 @@ speed does not depend on the weights.
 """
 import argparse
 import resource
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import data
 import embed
 import losses
+import synthetic
+import train
 from deepfeat import S1_TOKEN_CHANNELS, AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
-from train_fusion import fusion_loss_fn
 
 
 def models():
@@ -61,7 +65,7 @@ def bench_training(device, steps, B=32):
     stages = {
         "s1": (s1, s1.parameters(), lambda m, b: losses.s1_loss(m(*b["s1"])[0], b["s1"][0], torch.isfinite(b["s1"][0]), weights)),
         "s2": (s2, s2.parameters(), lambda m, b: losses.s2_loss(m(*b["s2"])[0], b["s2"][0], torch.isfinite(b["s2"][0]), weights)),
-        "fusion": (fusion, fusion.trainable_parameters(), fusion_loss_fn({"s1": weights, "s2": weights})),
+        "fusion": (fusion, fusion.trainable_parameters(), train.fusion_loss_fn({"s1": weights, "s2": weights})),
     }
     rows = []
     for name, (model, params, loss_fn) in stages.items():
@@ -103,41 +107,49 @@ def synthetic_block(T, h, w, seed=0):
 
 @torch.no_grad()
 def flops_per_window(fusion, device):
-    """(per-frame conv FLOPs summed over modalities, per-window transformer+bottleneck+fusion FLOPs).
+    """(per-frame conv FLOPs summed over modalities, per-window transformer+bottleneck+fusion FLOPs,
+    per-window FLOPs of the quality's decode_centre summed over modalities).
 
     Counted in train mode: in eval mode torch runs attention as one fused kernel the counter skips.
     """
     fusion.autoencoders.train()
     batch = batch_for({m: ae.cfg.bands for m, ae in fusion.autoencoders.items()}, 1, device)
-    frame, window = 0, 0
+    frame, window, decode = 0, 0, 0
     for m, ae in fusion.autoencoders.items():
         with FlopCounterMode(display=False) as fc:
             ae.encode_frames(batch[m][0][0, :1])
         frame += fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            embed.decode_centre(ae, torch.zeros(1, ae.cfg.latent_dim, device=device), batch[m][1])
+        decode += fc.get_total_flops()
     with FlopCounterMode(display=False) as fc:
         latents = {m: ae.encode_tokens(torch.zeros(1, 11, ae.cfg.d_model, device=device), batch[m][1])
                    for m, ae in fusion.autoencoders.items()}
         fusion.fuse(latents, {m: batch[m][1][:, 5] for m in latents})
     window = fc.get_total_flops()
     fusion.eval()
-    return frame, window
+    return frame, window, decode
 
 
 def bench_embedding(device, T, h, w, amp=False):
+    """Pixel-dates/s of the reference and fast paths (the embedding alone), and the share that
+    embedding_quality (decode_centre per embedding) adds to the fast path."""
     _, _, fusion = models()
     fusion.to(device).eval()
     arrays, days = synthetic_block(T, h, w)
-    results = {}
-    for path in ("reference", "fast"):
+    seconds = {}
+    for path, quality in (("reference", False), ("fast", False), ("fast", True)):
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            embed.embed_block(fusion, {m: a[:, :, :22, :22] for m, a in arrays.items()}, days, path, device=device)
+            embed.embed_block(fusion, {m: a[:, :, :22, :22] for m, a in arrays.items()}, days, path, quality,
+                              device=device)
             _sync(device)
             t = time.perf_counter()
-            out = embed.embed_block(fusion, arrays, days, path, device=device)
+            out, _ = embed.embed_block(fusion, arrays, days, path, quality, device=device)
             _sync(device)
-        n = np.isfinite(out).all(-1).sum()
-        results[path] = n / (time.perf_counter() - t)
-    frame, window = flops_per_window(fusion, device)
+        seconds[path, quality] = time.perf_counter() - t
+    n = np.isfinite(out).all(-1).sum()
+    results = {path: n / seconds[path, False] for path in ("reference", "fast")}
+    frame, window, decode = flops_per_window(fusion, device)
     peak = matmul_peak(device)
     # the fast path computes every frame once per pixel (T*h*w) and one window per embedding (n)
     fast_flops = (frame * T * h * w + window * n) / n
@@ -156,7 +168,89 @@ def bench_embedding(device, T, h, w, amp=False):
     share = n / (T * h * w)
     print(f"embed {tag} | FLOP ratio reference/fast {ref_flops / fast_flops:.1f}x | bound for any model "
           f"at this cloud cover: 11 x {share:.2f} embedded = {11 * share:.1f}x", flush=True)
+    # The quality decodes every embedding: both decoder transformers over 11 tokens and the central
+    # frame's decoder convs, which nothing shares between windows.
+    print(f"embed {tag} | embedding_quality adds {100 * (seconds['fast', True] / seconds['fast', False] - 1):.0f} % "
+          f"to the fast path's time ({decode / 1e6:.1f} M FLOPs per embedding, "
+          f"{100 * decode / fast_flops:.0f} % of the fast path's)", flush=True)
     return results
+
+
+def quick_fusion_checkpoint(path):
+    """A fusion checkpoint of the --quick size (train.QUICK_*), random weights."""
+    torch.manual_seed(0)
+    aes = {"s1": ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, **train.QUICK_AUTOENCODER)),
+           "s2": ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9, **train.QUICK_AUTOENCODER))}
+    model = FusionModel(aes, FusionConfig(**train.QUICK_FUSION)).eval()
+    train.save_checkpoint(path, {"format": train.CHECKPOINT_FORMAT, "kind": "fusion",
+                                 "model_config": train.model_config_dict(model), "model": model.state_dict()})
+    return path
+
+
+def bench_output(tiles=4, reps=5, seed=0):
+    """embed.py's output file: bytes per km^2 and year, and the time to read one date's map and one
+    pixel's series, for embed.py's chunks and alternatives. The values are a real embedding: the
+    one-year 64 x 64 px synthetic cube (35 % cloud, 5-day revisit with 15 % dropped), embedded by
+    embed.py with a --quick-size random fusion model (17 features + quality), then tiled `tiles` x
+    `tiles` times. Reads come from the page cache (just written): decompression, not the disk."""
+    import netCDF4
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_output_"))
+    try:
+        s1, s2, _ = synthetic.make_synthetic_cube(seed=seed, size=64)
+        synthetic.write_cube(s1, folder / "s1.nc")
+        synthetic.write_cube(s2, folder / "s2.nc")
+        t = time.perf_counter()
+        out = embed.embed_cube(folder / "s2.nc", folder / "s1.nc", quick_fusion_checkpoint(folder / "q.pt"),
+                               folder / "e.nc")
+        print(f"output | embed.py on 64 x 64 px x {s2.sizes['time']} dates, quick-size model: "
+              f"{time.perf_counter() - t:.0f} s", flush=True)
+        with netCDF4.Dataset(out) as nc:
+            nc.set_auto_mask(False)
+            values = np.concatenate([nc["embedding"][:], nc["embedding_quality"][:][..., None]], axis=-1)
+        values = np.tile(values, (1, tiles, tiles, 1))                               # (T, H, W, F + 1)
+        T, H, W, K = values.shape
+        km2_years = H * W * 1e-4 * 1.0                       # 10 m pixels; the cube spans one year
+        raw = values.nbytes
+        print(f"output | {T} dates x {H} x {W} px x {K - 1} features + quality: uncompressed {raw / 2**20:.0f} MiB "
+              f"= {raw / km2_years / 2**20:.1f} MiB per km^2 and year; "
+              f"{100 * np.isnan(values[..., 0]).mean():.0f} % of pixel-dates NaN", flush=True)
+        rng = np.random.default_rng(seed)
+        layouts = {"embed.py": ((embed.CHUNK_DATES, embed.CHUNK_PIXELS, embed.CHUNK_PIXELS), embed.COMPRESSION),
+                   "embed.py, zlib level 4": ((embed.CHUNK_DATES, embed.CHUNK_PIXELS, embed.CHUNK_PIXELS),
+                                              {**embed.COMPRESSION, "complevel": 4}),
+                   "embed.py, no shuffle": ((embed.CHUNK_DATES, embed.CHUNK_PIXELS, embed.CHUNK_PIXELS),
+                                            {**embed.COMPRESSION, "shuffle": False}),
+                   "one date x 64 rows x all x (before)": ((1, 64, W), embed.COMPRESSION),
+                   "all dates x 16 x 16": ((T, 16, 16), embed.COMPRESSION),
+                   "one date x 256 x 256": ((1, 256, 256), embed.COMPRESSION)}
+        for name, (chunks, compression) in layouts.items():
+            path = folder / "layout.nc"
+            t = time.perf_counter()
+            with netCDF4.Dataset(path, "w") as nc:
+                for dim, size in (("time", T), ("y", H), ("x", W), ("feature", K - 1)):
+                    nc.createDimension(dim, size)
+                emb = nc.createVariable("embedding", "f4", ("time", "y", "x", "feature"), fill_value=np.float32(np.nan),
+                                        chunksizes=chunks + (K - 1,), **compression)
+                quality = nc.createVariable("embedding_quality", "f4", ("time", "y", "x"),
+                                            fill_value=np.float32(np.nan), chunksizes=chunks, **compression)
+                emb[:] = values[..., :K - 1]
+                quality[:] = values[..., K - 1]
+            write = time.perf_counter() - t
+            size = path.stat().st_size
+            date_s, pixel_s = [], []
+            for _ in range(reps):
+                for kind, index in (("date", (int(rng.integers(T)),)),
+                                    ("pixel", (slice(None), int(rng.integers(H)), int(rng.integers(W))))):
+                    with netCDF4.Dataset(path) as nc:
+                        t = time.perf_counter()
+                        nc["embedding"][index]
+                        (date_s if kind == "date" else pixel_s).append(time.perf_counter() - t)
+            print(f"output | chunks {chunks} {name:36s} | {size / 2**20:6.1f} MiB ({raw / size:.2f}x smaller) = "
+                  f"{size / km2_years / 2**20:5.2f} MiB per km^2 and year | write {write:5.1f} s | read one date "
+                  f"{1e3 * np.median(date_s):6.1f} ms, one pixel's series {1e3 * np.median(pixel_s):6.1f} ms", flush=True)
+    finally:
+        shutil.rmtree(folder)
 
 
 def main():
@@ -175,6 +269,7 @@ def main():
             T, hw = 73, 128
         bench_embedding(device, T, hw, hw)
         bench_embedding(device, T, hw, hw, amp=True)
+    bench_output(tiles=2 if args.quick else 4)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,13 @@ the fusion model (CPU, a second).
 """
 import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from data import N_FRAMES, PATCH
 
 
 # ----------------------------------------------------------------------------------------------
@@ -55,8 +57,8 @@ class AutoencoderConfig:
     modality: str                       # "s1", "s2", ... (checked when checkpoints are loaded)
     bands: tuple                        # band names in input channel order
     latent_dim: int                     # 2 for S1, 9 for S2 (Sec. III-B)
-    n_frames: int = 11                  # T, frames per patch
-    patch: int = 15                     # H = W, pixels per side
+    n_frames: int = N_FRAMES            # T, frames per patch (Sec. III-B, data.py)
+    patch: int = PATCH                  # H = W, pixels per side
     width: int = 32                     # conv channels in the attention blocks
     kernel_sizes: tuple = (1, 3, 5)     # multiscale branches (first encoder / last decoder block)
     token_channels: int = 16            # channels of the final 4x4 map -> d_model = 16*4*4 = 256 (S2)
@@ -476,7 +478,7 @@ def main(argv=None):
         recon, fused = fusion(batch)
         print(f"fusion: {count_parameters(fusion, trainable_only=True):,} trainable of {count_parameters(fusion):,}")
         print(f"  fused embedding        {tuple(fused.shape)}  (B, 7)")
-        print(f"  reconstructions        " + ", ".join(f"{m} {tuple(r.shape)}" for m, r in recon.items()))
+        print("  reconstructions        " + ", ".join(f"{m} {tuple(r.shape)}" for m, r in recon.items()))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
 """embed.py: analysis-ready embedding cubes, one vector per 10 m pixel and S2 date (Sec. IV-B).
 
     python embed.py --s2 sample_data/synth_0_s2.nc --s1 sample_data/synth_0_s1.nc \\
-        --checkpoint runs/fusion/checkpoint.pt --out runs/synth_0_embeddings.nc
+        --checkpoint runs/fusion/checkpoint.pt --out runs/synth_0_embeddings.nc     # quick model: ~1 min on CPU
     python embed.py --s2 S2.nc --checkpoint runs/s2/checkpoint.pt --out s2_latents.nc   # one modality
+    python embed.py --s2 S2.nc --s1 S1.nc --checkpoint CKPT --out OUT.nc --shard 3/8    # machine 3 of 8, then
+    python embed.py merge OUT.nc                           # the 8 shards -> OUT.nc, the file one run writes
     python embed.py pca runs/synth_0_embeddings.nc --s2 sample_data/synth_0_s2.nc --out pca.png  # Fig. 6
 
-Output (CF netCDF): one variable `embedding` (time, y, x, feature), float32, with the input's
-time/y/x coordinates and grid mapping, and `feature` named fused_0..fused_6, s1_0..s1_1,
+Output (CF netCDF, zlib + shuffle, lossless): `embedding` (time, y, x, feature), float32, with the
+input's time/y/x coordinates and grid mapping, and `feature` named fused_0..fused_6, s1_0..s1_1,
 s2_0..s2_8 for a fusion checkpoint (the latents for an autoencoder checkpoint). One variable with
 a feature dimension is what xarray users select from (`ds.embedding.sel(feature="fused_0")`) and
-what models take as input (`.values[..., :7]`).
+what models take as input (`.values[..., :7]`). `embedding_quality` (time, y, x): how well the frozen
+decoders reconstruct the central observation from the embedding, the centre MAE of Sec. IV-A per
+pixel-date (sample_centre_mae; `--no-quality` skips it). Chunks of CHUNK_DATES dates x CHUNK_PIXELS x
+CHUNK_PIXELS px, so that one date's map and one pixel's series both read a small share of the file.
 
 Gap semantics (the paper's): the embedding of (pixel, date) is the latent of the 15 x 15 x 11
 patch centred on that pixel and that S2 acquisition, so it is NaN where the central S2 observation
@@ -19,14 +24,21 @@ a value. `--fill linear` adds `embedding_filled`: linear in time between valid d
 interpolates for GPP, Sec. IV-C); leading and trailing gaps stay NaN.
 
 Two paths, same numbers (tests/test_embed.py checks max |fast - reference| <= 1e-4):
-  reference  one (11, C, 15, 15) patch per pixel-date through `encode`, batched;
+  reference  one (11, C, 15, 15) patch per pixel-date through `encode`, the quality through the
+             model's own `decode` of the whole patch;
   fast       each frame's 15 x 15 encoding is computed once per pixel and shared by the 11 windows
              that contain it; only the temporal transformer runs per window. Exact because the
              model's gap fill is per value and the transformer attends within a sample (deepfeat.py).
-The cube is processed in row blocks (with a 7-row halo) written to OUT.parts/ atomically; an
-interrupted run resumes from the finished blocks and the final netCDF is written to a temp file
-and renamed.
+             The quality decodes the central frame only (decode_centre).
+
+Row blocks, shards, resume: the cube is processed in row blocks (with a 7-row halo) written to
+OUT.parts/ atomically; an interrupted run resumes from the finished blocks. `--shard K/N` embeds the
+K-th of N contiguous ranges of row blocks into OUT.shard-K-of-N.parts/ (resumable the same way) and
+`embed.py merge OUT` assembles the N folders: an unsharded run is shard 1/1 assembled at once, so
+both write the same bytes of every variable and attribute. The final netCDF is written to a temp
+file and renamed.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -41,15 +53,91 @@ import torch
 import xarray as xr
 
 import data
+import readers
 import train
 from deepfeat import FusionModel
 
-HALF_PATCH = 7          # 15 x 15 patch: 7 px on each side of the central pixel
+# Output chunks (time, y, x): 8 dates x 64 x 64 px x all features is 2.4 MB of float32 for a fusion
+# checkpoint. A date's map reads 8 dates, a pixel's series 64 x 64 px: bench.py measures both.
+CHUNK_DATES = 8
+CHUNK_PIXELS = 64
+COMPRESSION = dict(zlib=True, complevel=1, shuffle=True)      # lossless; level 4 saved < 2 % more (bench.py)
 
 
 # ----------------------------------------------------------------------------------------------
-# The model as a set of parts: per-modality autoencoders, and the fusion head when there is one
+# 1. Reference and fast paths over one padded block
 # ----------------------------------------------------------------------------------------------
+
+def embed_block(model, arrays, days, path="fast", quality=True, chunk=512, frame_chunk=256, device="cpu"):
+    """Embeddings of one block, and their quality (Sec. IV-A centre MAE) when `quality`.
+
+    arrays {m: (T, C, h + 2 * half, w + 2 * half)} float32 with NaN, already padded by half = patch // 2
+    px; days {m: (T,)} -> (embedding (T, h, w, F), quality (T, h, w) or None), float32, NaN where no
+    embedding is defined. The two paths differ only in how a window's latents (and reconstruction) are
+    computed. Batches are small on purpose: 256 frames / 512 windows stay in the CPU caches and run
+    2-4x faster per item than batches of 4096 on a 2-core machine.
+    """
+    aes, ref, names = model_parts(model)
+    n_frames, half = aes[ref].cfg.n_frames, aes[ref].cfg.patch // 2
+    T, _, Hp, Wp = arrays[ref].shape
+    h, w = Hp - 2 * half, Wp - 2 * half
+    emb = np.full((T, h * w, len(names)), np.nan, dtype=np.float32)
+    qual = np.full((T, h * w), np.nan, dtype=np.float32) if quality else None
+    centre = {m: a[:, :, half:half + h, half:half + w].reshape(T, a.shape[1], h * w)    # (T, C, h*w)
+              for m, a in arrays.items()}
+    t_idx, p_idx = windows_to_embed(centre[ref], n_frames)
+    # (T, C, h, w, 15, 15) strided views: patch of pixel (i, j) in frame t, no copy
+    views = {m: np.lib.stride_tricks.sliding_window_view(a, (2 * half + 1,) * 2, axis=(2, 3))
+             for m, a in arrays.items()}
+    day_t = {m: torch.as_tensor(d, dtype=torch.float32, device=device) for m, d in days.items()}
+    if path == "fast" and len(t_idx):
+        tokens = {m: frame_tokens(ae, views[m], frame_chunk, device) for m, ae in aes.items()}   # {m: (T, h*w, D)}
+    if path == "reference":
+        chunk = max(1, frame_chunk // n_frames)       # same number of frames per conv call as the fast path
+    offsets = np.arange(-(n_frames // 2), n_frames // 2 + 1)
+    for start in range(0, len(t_idx), chunk):
+        t, p = t_idx[start:start + chunk], p_idx[start:start + chunk]
+        tw = t[:, None] + offsets                                                # (N, 11) frame indices
+        window_days = {m: day_t[m][torch.as_tensor(tw, device=device)] for m in aes}      # {m: (N, 11)}
+        latents = {}
+        for m, ae in aes.items():
+            if path == "fast":
+                latents[m] = ae.encode_tokens(tokens[m][torch.as_tensor(tw, device=device),
+                                                        torch.as_tensor(p, device=device)[:, None]], window_days[m])
+            else:
+                x = views[m][tw, :, (p // w)[:, None], (p % w)[:, None]]       # (N, 11, C, 15, 15)
+                latents[m] = ae.encode(torch.from_numpy(x).to(device), window_days[m])
+        features = features_from_latents(model, latents, {m: d[:, n_frames // 2] for m, d in window_days.items()})
+        emb[t, p] = features.float().cpu().numpy()
+        if quality:
+            recon = centre_reconstruction(model, features, window_days, path)  # {m: (N, C_m)}
+            qual[t, p] = sample_centre_mae(recon, {m: c[t, :, p] for m, c in centre.items()})
+    return emb.reshape(T, h, w, -1), (qual.reshape(T, h, w) if quality else None)
+
+
+def frame_tokens(ae, view, chunk, device):
+    """Per-frame encodings shared by all windows: view (T, C, h, w, 15, 15) -> tokens (T, h*w, D)."""
+    T, C, h, w, P, _ = view.shape
+    tokens = torch.empty(T, h * w, ae.cfg.d_model, device=device)
+    for t in range(T):
+        patches = view[t].transpose(1, 2, 0, 3, 4).reshape(h * w, C, P, P)      # (h*w, C, 15, 15)
+        for s in range(0, h * w, chunk):
+            tokens[t, s:s + chunk] = ae.encode_frames(torch.from_numpy(patches[s:s + chunk]).to(device)).float()
+    return tokens
+
+
+def windows_to_embed(centre, n_frames):
+    """centre (T, C, h*w) of the reference modality -> (t, pixel) indices of the embeddings to compute.
+
+    A date needs n_frames // 2 dates on each side, and a finite central observation (all bands).
+    """
+    T = centre.shape[0]
+    half = n_frames // 2
+    ok = np.isfinite(centre).all(axis=1)                            # (T, h*w)
+    ok[:half] = False
+    ok[T - half:] = False
+    return np.nonzero(ok)
+
 
 def model_parts(model):
     """-> (autoencoders {m: ae}, reference modality, feature names)."""
@@ -74,124 +162,114 @@ def features_from_latents(model, latents, centre_days):
     return z
 
 
-def windows_to_embed(centre, n_frames):
-    """centre (T, C, h, w) of the reference modality -> (t, pixel) indices of the embeddings to compute.
-
-    A date needs n_frames // 2 dates on each side, and a finite central observation (all bands).
-    """
-    T, C, h, w = centre.shape
-    half = n_frames // 2
-    ok = np.isfinite(centre).all(axis=1).reshape(T, h * w)         # (T, h*w)
-    ok[:half] = False
-    ok[T - half:] = False
-    return np.nonzero(ok)
-
-
 # ----------------------------------------------------------------------------------------------
-# Reference and fast paths over one padded block
+# 2. Embedding quality: the centre MAE of the frozen decoders' reconstruction (Sec. IV-A)
 # ----------------------------------------------------------------------------------------------
 
-def embed_block(model, arrays, days, path="fast", chunk=512, frame_chunk=256, device="cpu"):
-    """Embeddings of one block.
+def centre_reconstruction(model, features, days, path="fast"):
+    """The decoders' reconstruction of an embedding's central coordinate (frame T//2, pixel (P//2, P//2)).
 
-    Batches are small on purpose: 256 frames / 512 windows stay in the CPU caches and run 2-4x
-    faster per item than batches of 4096 on a 2-core machine.
-
-    arrays {m: (T, C, h + 14, w + 14)} float32 with NaN (already padded by 7 px), days {m: (T,)}
-    -> (T, h, w, F) float32, NaN where no embedding is defined.
+    features (N, F) as features_from_latents returns them, days {m: (N, T)} of the windows -> {m: (N, C_m)}.
+    A fusion checkpoint decodes the fused embedding (Sec. III-C: per-modality projection, frozen
+    decoder; FusionModel.decode), an autoencoder checkpoint its latent through its own decoder.
+    reference: the model's own decode of whole patches (N, T, C, P, P), cut at the centre;
+    fast: decode_centre, the central frame only.
     """
-    aes, ref, names = model_parts(model)
-    n_frames = aes[ref].cfg.n_frames
-    half = n_frames // 2
-    T, _, Hp, Wp = arrays[ref].shape
-    h, w = Hp - 2 * HALF_PATCH, Wp - 2 * HALF_PATCH
-    out = np.full((T, h * w, len(names)), np.nan, dtype=np.float32)
-    centre = arrays[ref][:, :, HALF_PATCH:HALF_PATCH + h, HALF_PATCH:HALF_PATCH + w]
-    t_idx, p_idx = windows_to_embed(centre, n_frames)
-    if len(t_idx) == 0:
-        return out.reshape(T, h, w, -1)
-    # (T, C, h, w, 15, 15) strided views: patch of pixel (i, j) in frame t, no copy
-    views = {m: np.lib.stride_tricks.sliding_window_view(a, (2 * HALF_PATCH + 1,) * 2, axis=(2, 3))
-             for m, a in arrays.items()}
-    day_t = {m: torch.as_tensor(d, dtype=torch.float32, device=device) for m, d in days.items()}
-    if path == "fast":
-        tokens = {m: frame_tokens(ae, views[m], frame_chunk, device) for m, ae in aes.items()}   # {m: (T, h*w, D)}
-    offsets = np.arange(-half, half + 1)
+    fusion = isinstance(model, FusionModel)
+    code = features[:, :model.cfg.fused_dim] if fusion else features                # (N, 7) or (N, L)
     if path == "reference":
-        chunk = max(1, frame_chunk // n_frames)       # same number of frames per conv call as the fast path
-    for start in range(0, len(t_idx), chunk):
-        t, p = t_idx[start:start + chunk], p_idx[start:start + chunk]
-        tw = torch.as_tensor(t[:, None] + offsets, device=device)                # (N, 11) frame indices
-        latents = {}
-        for m, ae in aes.items():
-            if path == "fast":
-                latents[m] = ae.encode_tokens(tokens[m][tw, torch.as_tensor(p, device=device)[:, None]],
-                                              day_t[m][tw])
-            else:
-                i, j = p // w, p % w
-                x = views[m][tw.cpu().numpy(), :, i[:, None], j[:, None]]         # (N, 11, C, 15, 15)
-                latents[m] = ae.encode(torch.from_numpy(x).to(device), day_t[m][tw])
-        centre_days = {m: day_t[m][torch.as_tensor(t, device=device)] for m in aes}
-        out[t, p] = features_from_latents(model, latents, centre_days).float().cpu().numpy()
-    return out.reshape(T, h, w, -1)
+        full = model.decode(code, days) if fusion else {model.cfg.modality: model.decode(code, days[model.cfg.modality])}
+        return {m: r[:, r.shape[1] // 2, :, r.shape[3] // 2, r.shape[4] // 2] for m, r in full.items()}
+    aes, _, _ = model_parts(model)
+    latents = {m: model.project_out[m](code) for m in aes} if fusion else {model.cfg.modality: code}
+    return {m: decode_centre(ae, latents[m], days[m]) for m, ae in aes.items()}
 
 
-def frame_tokens(ae, view, chunk, device):
-    """Per-frame encodings shared by all windows: view (T, C, h, w, 15, 15) -> tokens (T, h*w, D)."""
-    T, C, h, w, P, _ = view.shape
-    tokens = torch.empty(T, h * w, ae.cfg.d_model, device=device)
-    for t in range(T):
-        patches = view[t].transpose(1, 2, 0, 3, 4).reshape(h * w, C, P, P)      # (h*w, C, 15, 15)
-        for s in range(0, h * w, chunk):
-            tokens[t, s:s + chunk] = ae.encode_frames(torch.from_numpy(patches[s:s + chunk]).to(device)).float()
-    return tokens
+def decode_centre(ae, z, days):
+    """ModalityAutoencoder.decode at the central coordinate only: z (N, L), days (N, T) -> (N, C).
+
+    The decoder transformer attends over all T tokens, so it runs in full; the convolutions run on
+    the central frame only (1 of T). That frame is decoded whole: CBAM's channel gate pools over
+    it, so its central pixel depends on every pixel of the frame. tests/test_embed.py checks this
+    equals decode(z, days)[:, T // 2, :, P // 2, P // 2].
+    """
+    cfg = ae.cfg
+    N, T = days.shape
+    s = cfg.sizes[-1]
+    h = ae.dec_latent(z).view(N, cfg.token_bottleneck, cfg.frame_bottleneck)      # (N, 16, 4)
+    h = ae.dec_token(ae.dec_frames(h).transpose(1, 2))                              # (N, T, D)
+    h = ae.dec_transformer(h + ae.time_encoding(days - days[:, :1]))[:, T // 2]     # (N, D)
+    frame = ae.dec_out(ae.dec_blocks(h.reshape(N, cfg.token_channels, s, s)))      # (N, C, P, P)
+    return frame[:, :, cfg.patch // 2, cfg.patch // 2]
+
+
+def sample_centre_mae(recon, target):
+    """embedding_quality: the centre MAE (Sec. IV-A) of each sample rather than of a batch.
+
+    recon {m: (N, C_m)} tensors, target {m: (N, C_m)} arrays with NaN -> (N,) float32: the mean over the
+    modalities with a valid central value of mean_valid-bands |recon - target| (reflectance for S2, the
+    0-1 scaled dB of S1: the mean over modalities that train.py validates the fusion stage on).
+    """
+    per_modality = []
+    for m, x in target.items():
+        valid = np.isfinite(x)                                                      # (N, C_m)
+        err = np.abs(recon[m].float().cpu().numpy() - np.where(valid, x, 0))
+        n = valid.sum(1)
+        per_modality.append(np.where(n > 0, np.where(valid, err, 0).sum(1) / np.maximum(n, 1), np.nan))   # (N,)
+    per_modality = np.stack(per_modality)                                           # (M, N)
+    n_valid = np.isfinite(per_modality).sum(0)
+    return (np.nansum(per_modality, axis=0) / np.maximum(n_valid, 1)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading blocks of real cubes (prepared per block: the preparation is per pixel, so block = whole)
+# 3. Reading blocks of real cubes (prepared per block: the preparation is per pixel, so block = whole)
 # ----------------------------------------------------------------------------------------------
 
 class CubeReader:
-    """Lazily opened S2 (and S1) cubes, prepared and padded one row block at a time."""
+    """Lazily opened S2 (and S1) cubes, prepared and padded one row block at a time.
 
-    def __init__(self, s2=None, s1=None, modalities=("s2",), bands=None, max_gap_days=6.0, mask_var=None):
+    half_patch: the halo, patch // 2 of the model's config (data.PATCH // 2 = 7 by default)."""
+
+    def __init__(self, s2=None, s1=None, modalities=("s2",), bands=None, max_gap_days=6.0, mask_var=None,
+                 half_patch=data.PATCH // 2):
         self.modalities = modalities
         self.bands = bands
         self.max_gap_days = max_gap_days
         self.mask_var = mask_var
-        self.raw_s2 = _open_raw(s2, "--s2", data.open_s2_raw) if "s2" in modalities else None
-        self.raw_s1 = _open_raw(s1, "--s1", data.open_raw) if "s1" in modalities else None
+        self.half = half_patch
+        self.raw_s2 = _open_raw(s2, "--s2", readers.open_s2_raw) if "s2" in modalities else None
+        self.raw_s1 = _open_raw(s1, "--s1", readers.open_raw) if "s1" in modalities else None
         if self.raw_s1 is not None and self.raw_s2 is not None:
             data.check_same_crs(self.raw_s1, self.raw_s2, f"--s1 {s1}", f"--s2 {s2}")
         grid = self.raw_s2 if self.raw_s2 is not None else self.raw_s1
         self.grid = grid
         self.H, self.W = grid.sizes["y"], grid.sizes["x"]
-        if min(self.H, self.W) < 2 * HALF_PATCH + 1:
-            raise data.CubeError(f"cube is {self.H} x {self.W} px, smaller than a 15 x 15 patch")
+        patch = 2 * half_patch + 1
+        if min(self.H, self.W) < patch:
+            raise data.CubeError(f"cube is {self.H} x {self.W} px, smaller than a {patch} x {patch} patch")
         self.time = self.block(0, 1)[2]          # the output's time axis (S1 duplicates merged)
 
     def block(self, r0, r1):
-        """Rows [r0, r1) -> (arrays {m: (T, C, r1-r0+14, W+14)}, days {m: (T,)}, time coordinate)."""
-        lo, hi = max(0, r0 - HALF_PATCH), min(self.H, r1 + HALF_PATCH)
-        arrays, days = {}, {}
+        """Rows [r0, r1) -> (arrays {m: (T, C, r1-r0+2*half, W+2*half)}, days {m: (T,)}, time coordinate)."""
+        half = self.half
+        lo, hi = max(0, r0 - half), min(self.H, r1 + half)
         if self.raw_s2 is not None:
-            s2 = data.prepare_s2(self.raw_s2.isel(y=slice(lo, hi)), bands=self.bands["s2"], mask_var=self.mask_var)
-            arrays["s2"], days["s2"], time_coord = data.cube_array(s2, self.bands["s2"]), data.day_offsets(s2.time), s2.time
-        if self.raw_s1 is not None:
-            if self.raw_s2 is not None:
-                s1 = data.prepare_s1(_rows_near(self.raw_s1, s2.y.values), target=s2)
-                s1 = data.match_s1_to_s2(s1, s2, max_gap_days=self.max_gap_days)
-                days["s1"] = data.day_offsets(s1.s1_time)
+            s2 = readers.prepare_s2(self.raw_s2.isel(y=slice(lo, hi)), bands=self.bands["s2"], mask_var=self.mask_var)
+            time_coord = s2.time
+            if self.raw_s1 is not None:
+                s1 = readers.prepare_s1(_rows_near(self.raw_s1, s2.y.values), target=s2)
+                arrays, days = data.fusion_arrays(s2, s1, self.bands["s2"], self.max_gap_days)
             else:
-                s1 = data.prepare_s1(self.raw_s1.isel(y=slice(lo, hi)))
-                days["s1"], time_coord = data.day_offsets(s1.time), s1.time
-            arrays["s1"] = data.cube_array(s1, self.bands["s1"])
-        pad = ((0, 0), (0, 0), (HALF_PATCH - (r0 - lo), HALF_PATCH - (hi - r1)), (HALF_PATCH, HALF_PATCH))
+                arrays, days = {"s2": data.cube_array(s2, self.bands["s2"])}, {"s2": data.day_offsets(s2.time)}
+        else:
+            s1 = readers.prepare_s1(self.raw_s1.isel(y=slice(lo, hi)))
+            arrays, days, time_coord = {"s1": data.cube_array(s1, self.bands["s1"])}, {"s1": data.day_offsets(s1.time)}, s1.time
+        pad = ((0, 0), (0, 0), (half - (r0 - lo), half - (hi - r1)), (half, half))
         return {m: np.pad(a, pad, mode="reflect") for m, a in arrays.items()}, days, time_coord
 
 
 def _open_raw(path, flag, opener):
-    """Open lazily; S2 may be several files of one area (10 m + 20 m), combined by data.open_s2_raw."""
+    """Open lazily; S2 may be several files of one area (10 m + 20 m), combined by readers.open_s2_raw."""
     if path is None:
         raise SystemExit(f"this checkpoint needs {flag}")
     for p in [path] if isinstance(path, (str, os.PathLike)) else path:
@@ -211,13 +289,15 @@ def _rows_near(raw, y_values, margin_px=2):
 
 
 # ----------------------------------------------------------------------------------------------
-# The whole cube: row blocks -> parts on disk -> one netCDF
+# 4. The whole cube: row blocks -> parts on disk (one folder per shard) -> one netCDF
 # ----------------------------------------------------------------------------------------------
 
 def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="none", device="cpu",
-               amp=False, max_gap_days=6.0, mask_var=None):
+               amp=False, max_gap_days=6.0, mask_var=None, quality=True, shard=(1, 1)):
     """Embed a cube block by block, resumably; write OUT (netCDF) atomically. Returns OUT.
 
+    shard (K, N) with N > 1: embed only the K-th of N contiguous ranges of row blocks (shard_blocks)
+    into OUT.shard-K-of-N.parts/ and return that folder; `merge(OUT)` writes OUT once all N are done.
     CubeError for a cube with fewer dates than a patch has frames, or where no pixel-date at all can be
     embedded (then no file is written: an all-NaN cube is a mistake, not a result)."""
     model, ckpt = train.load_model(checkpoint)
@@ -225,7 +305,7 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     model.to(device)
     aes, ref, names = model_parts(model)
     bands = {m: ae.cfg.bands for m, ae in aes.items()}
-    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days, mask_var)
+    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days, mask_var, aes[ref].cfg.patch // 2)
     n_frames = aes[ref].cfg.n_frames
     source = f"--{ref} {s2 if ref == 's2' else s1}"
     if len(reader.time) < n_frames:
@@ -233,58 +313,92 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
                              f"(its date and {n_frames // 2} on each side)")
     rows = max(1, block_pixels // reader.W)
     blocks = [(r, min(r + rows, reader.H)) for r in range(0, reader.H, rows)]
-    out = Path(out)
-    parts = out.with_name(out.name + ".parts")
-    plan = {"checkpoint_sha256": file_sha256(checkpoint), "s2": str(s2), "s1": str(s1), "path": path,
-            "blocks": blocks, "max_gap_days": max_gap_days}
-    _start_parts(parts, plan)
-    done = sum((parts / _part_name(b)).exists() for b in blocks)
-    print(f"embedding {reader.H} x {reader.W} px in {len(blocks)} blocks of {rows} rows "
-          f"({path} path, {device}{', bf16' if amp else ''}); {done} done already", flush=True)
+    sha = file_sha256(checkpoint)
+    # everything the parts' numbers and the output file depend on: shards must agree on all of it
+    run = {"checkpoint_sha256": sha, "s2": str(s2), "s1": str(s1), "path": path, "amp": amp, "quality": quality,
+           "blocks": blocks, "max_gap_days": max_gap_days, "mask_var": mask_var, "fill": fill, "source": source,
+           "header": output_header(reader, names, quality, attrs={
+               "checkpoint": str(checkpoint), "checkpoint_sha256": sha,
+               "checkpoint_kind": ckpt["kind"], "bands": json.dumps({m: list(b) for m, b in bands.items()}),
+               "s2_source": str(s2), "s1_source": str(s1),
+               "normalisation": "S2 reflectance (DN + offset) / 10000; S1 dB clipped to "
+                                + json.dumps(data.S1_DB_RANGE) + " and scaled to 0-1",
+               "gaps": "NaN where the central S2 observation is missing and for the first/last 5 dates; "
+                       "spatial edges reflect-padded by 7 px",
+               "path": path})}
+    k, n = shard
+    mine = shard_blocks(blocks, k, n)
+    parts = parts_folder(Path(out), k, n)
+    _start_parts(parts, {"run": run, "shard": [k, n], "code_version": code_version()})
+    done = sum((parts / _part_name(b)).exists() for b in mine)
+    print(f"embedding {reader.H} x {reader.W} px in {len(blocks)} blocks of {rows} rows"
+          + (f", shard {k}/{n}: {len(mine)} blocks (rows {mine[0][0]}-{mine[-1][1] - 1})" if n > 1 else "")
+          + f" ({path} path, {device}{', bf16' if amp else ''}); {done} done already", flush=True)
     t0, n_done, n_embedded = time.time(), 0, 0
-    for k, (r0, r1) in enumerate(blocks):
+    for i, (r0, r1) in enumerate(mine):
         part = parts / _part_name((r0, r1))
         if part.exists():
             continue
         arrays, days, _ = reader.block(r0, r1)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            emb = embed_block(model, arrays, days, path, device=device)        # (T, rows, W, F)
-        _save_atomic(part, emb)
+            emb, qual = embed_block(model, arrays, days, path, quality, device=device)   # (T, rows, W, F), (T, rows, W)
+        _save_atomic(part, emb if qual is None else np.concatenate([emb, qual[..., None]], axis=-1))
         n_done += 1
         n_embedded += int(np.isfinite(emb[..., 0]).sum())
-        eta = (len(blocks) - k - 1) * (time.time() - t0) / n_done
-        print(f"block {k + 1}/{len(blocks)} rows {r0}-{r1 - 1} | {n_embedded / (time.time() - t0):.0f} "
+        eta = (len(mine) - i - 1) * (time.time() - t0) / n_done
+        print(f"block {i + 1}/{len(mine)} rows {r0}-{r1 - 1} | {n_embedded / (time.time() - t0):.0f} "
               f"embedded pixel-dates/s | ETA {eta:.0f} s", flush=True)
-    n_embedded = write_netcdf(out, parts, blocks, reader, names, fill, attrs={
-        "checkpoint": str(checkpoint), "checkpoint_sha256": plan["checkpoint_sha256"],
-        "checkpoint_kind": ckpt["kind"], "bands": json.dumps({m: list(b) for m, b in bands.items()}),
-        "s2_source": str(s2), "s1_source": str(s1),
-        "normalisation": "S2 reflectance (DN + offset) / 10000; S1 dB clipped to "
-                         + json.dumps(data.S1_DB_RANGE) + " and scaled to 0-1",
-        "gaps": "NaN where the central S2 observation is missing and for the first/last 5 dates; "
-                "spatial edges reflect-padded by 7 px",
-        "code_version": code_version(), "path": path}, source=source)
-    shutil.rmtree(parts)
-    print(f"wrote {out}: {n_embedded} of {len(reader.time) * reader.H * reader.W} pixel-dates embedded")
-    return out
+    if n > 1:
+        print(f"shard {k}/{n} done in {parts}; once all {n} shards are: python embed.py merge {out}")
+        return parts
+    return assemble(Path(out), [parts])
+
+
+def parse_shard(text):
+    """argparse type of --shard: "K/N" -> (K, N) with 1 <= K <= N."""
+    try:
+        k, n = (int(s) for s in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def shard_blocks(blocks, k, n):
+    """The K-th of N contiguous, near-equal ranges of the row blocks (a contiguous stripe of the cube
+    per machine reads each input chunk on one machine only). Shard 1/1 is every block."""
+    return [tuple(b) for b in blocks[len(blocks) * (k - 1) // n:len(blocks) * k // n]]
+
+
+def parts_folder(out, k, n):
+    return out.with_name(out.name + (".parts" if n == 1 else f".shard-{k}-of-{n}.parts"))
 
 
 def _part_name(block):
+    """One finished row block: (T, rows, W, F) embedding, + 1 channel embedding_quality when computed."""
     return f"rows_{block[0]:06d}_{block[1]:06d}.npy"
 
 
 def _start_parts(parts, plan):
-    """Create OUT.parts/ with plan.json, or check that existing parts belong to the same plan."""
+    """Create the parts folder with plan.json, or check that existing parts belong to the same run and shard."""
     plan_file = parts / "plan.json"
     if plan_file.exists():
-        if json.loads(plan_file.read_text()) != json.loads(json.dumps(plan)):
-            raise SystemExit(f"{parts} holds blocks of a different run (inputs, checkpoint or blocks differ): "
-                             "remove it or choose another --out")
+        old = json.loads(plan_file.read_text())
+        new = json.loads(json.dumps(plan))
+        if (old["run"], old["shard"]) != (new["run"], new["shard"]):
+            raise SystemExit(f"{parts} holds blocks of a different run ({', '.join(_differences(old, new)) or 'shard'} "
+                             "differ): remove it or choose another --out")
         return
     parts.mkdir(parents=True, exist_ok=True)
     tmp = plan_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(plan))
     os.replace(tmp, plan_file)
+
+
+def _differences(a, b):
+    """Names of the run settings that differ between two plans (header: the inputs' grid, dates or attributes)."""
+    return [key for key in sorted(set(a["run"]) | set(b["run"])) if a["run"].get(key) != b["run"].get(key)]
 
 
 def _save_atomic(path, array):
@@ -294,6 +408,71 @@ def _save_atomic(path, array):
     os.replace(tmp, path)
 
 
+def merge(out):
+    """`embed.py merge OUT`: the shard folders OUT.shard-K-of-N.parts/ beside OUT -> OUT (see assemble)."""
+    out = Path(out)
+    folders = sorted(out.parent.glob(out.name + ".shard-*-of-*.parts"))
+    if not folders:
+        raise SystemExit(f"no shard folders {out.name}.shard-K-of-N.parts next to {out}: "
+                         f"run embed.py --shard K/N --out {out} first")
+    return assemble(out, folders)
+
+
+def assemble(out, folders):
+    """Parts folders of one run (every shard of it) -> OUT, then remove the folders. Returns OUT.
+
+    One-line errors (nothing written) for folders of different runs (checkpoint, inputs, settings)
+    or shard counts, and for missing or unfinished shards, naming them and their rows."""
+    plans = {f: json.loads((f / "plan.json").read_text()) for f in folders}
+    first = folders[0]
+    for f, plan in plans.items():
+        if plan["shard"][1] != plans[first]["shard"][1] or plan["run"] != plans[first]["run"]:
+            what = _differences(plans[first], plan) or [f"shard count {plans[first]['shard'][1]} vs {plan['shard'][1]}"]
+            raise SystemExit(f"{f.name} and {first.name} come from different runs ({', '.join(what)} differ): "
+                             "remove the stale folder")
+    run, n = plans[first]["run"], plans[first]["shard"][1]
+    shards = {plan["shard"][0]: f for f, plan in plans.items()}
+    where, problems = {}, []
+    for k in range(1, n + 1):
+        mine = shard_blocks(run["blocks"], k, n)
+        found = {b: shards[k] / _part_name(b) for b in mine if k in shards and (shards[k] / _part_name(b)).exists()}
+        where.update(found)
+        missing = [b for b in mine if b not in found]
+        if missing:
+            state = "missing" if k not in shards else f"unfinished ({len(missing)} of {len(mine)} blocks)"
+            problems.append(f"shard {k}/{n} {state}: rows " + ", ".join(f"{r0}-{r1 - 1}" for r0, r1 in missing))
+    if problems:
+        raise SystemExit("; ".join(problems) + " not embedded: run those shards (the same command resumes them)")
+    versions = sorted({plan["code_version"] for plan in plans.values()})
+    n_embedded = write_netcdf(out, where, run, ", ".join(versions))
+    for f in folders:
+        shutil.rmtree(f)
+    H, W, T = (len(run["header"][d]) for d in ("y", "x", "time"))
+    print(f"wrote {out}: {n_embedded} of {T * H * W} pixel-dates embedded")
+    return out
+
+
+def output_header(reader, names, quality, attrs):
+    """Everything of the output file but the arrays, as JSON: the same for every shard of a run."""
+    grid = reader.grid
+    counts, units = exact_time(reader.time.values)
+    gm = _grid_mapping_name(grid)
+    return {"time": counts.tolist(), "time_units": units, "features": names, "quality": quality,
+            "y": grid.y.values.tolist(), "x": grid.x.values.tolist(),
+            "y_attrs": _plain_attrs(grid.y.attrs), "x_attrs": _plain_attrs(grid.x.attrs),
+            "grid_mapping": gm, "grid_mapping_attrs": _plain_attrs(grid[gm].attrs) if gm else {},
+            "attrs": {**{k: v for k, v in _plain_attrs(grid.attrs).items() if k.startswith("tower_")}, **attrs,
+                      "Conventions": "CF-1.8"}}
+
+
+def _plain_attrs(attrs):
+    return {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
+
+
+# CF time units of the output, coarsest first, with their size in nanoseconds
+TIME_UNITS = {"days": 86_400 * 10**9, "seconds": 10**9, "milliseconds": 10**6, "microseconds": 10**3, "nanoseconds": 1}
+
+
 def exact_time(times):
     """datetime64 (T,) -> (int64 counts, CF units) in the coarsest unit that holds every time exactly.
 
@@ -301,59 +480,83 @@ def exact_time(times):
     fractions), and `.sel(time=source_time)` then fails; integer counts round-trip exactly.
     """
     ns = np.asarray(times, dtype="datetime64[ns]").astype(np.int64)
-    for unit, size in (("days", 86_400 * 10**9), ("seconds", 10**9), ("milliseconds", 10**6),
-                       ("microseconds", 10**3), ("nanoseconds", 1)):
+    for unit, size in TIME_UNITS.items():
         if np.all(ns % size == 0):
             return ns // size, f"{unit} since 1970-01-01"
 
 
-def write_netcdf(out, parts, blocks, reader, names, fill, attrs, source):
-    """Assemble the parts into one CF netCDF, block by block (never the whole cube in memory).
+QUALITY_TEXT = ("centre MAE (Sec. IV-A) of the frozen decoders' reconstruction of the central observation "
+                "(this date, this pixel) from the embedding: mean over modalities with a valid central value of "
+                "the mean over valid bands of |reconstruction - input| (S2 reflectance, S1 0-1 scaled dB)")
+
+
+def write_netcdf(out, part_files, run, code_version):
+    """Assemble the parts ({row block: file} of every block of the run) into one CF netCDF, chunk by chunk:
+    each chunk is written once, whole, from memory-mapped parts (never the whole cube in memory).
 
     Returns the number of embedded pixel-dates; CubeError (and no file) when there is none."""
     import netCDF4
 
-    grid, time_coord = reader.grid, reader.time
+    header = run["header"]
+    T, H, W, F = len(header["time"]), len(header["y"]), len(header["x"]), len(header["features"])
+    ct, cy, cx = min(T, CHUNK_DATES), min(H, CHUNK_PIXELS), min(W, CHUNK_PIXELS)
     tmp = out.with_name(out.name + ".tmp")
-    T, H, W, F = len(time_coord), reader.H, reader.W, len(names)
     n_embedded = 0
     with netCDF4.Dataset(tmp, "w") as nc:
         for dim, size in (("time", T), ("y", H), ("x", W), ("feature", F)):
             nc.createDimension(dim, size)
         tvar = nc.createVariable("time", "i8", ("time",))
-        counts, units = exact_time(time_coord.values)
-        tvar[:] = counts
-        tvar.units, tvar.calendar, tvar.standard_name = units, "proleptic_gregorian", "time"
+        tvar[:] = np.array(header["time"], dtype=np.int64)
+        tvar.units, tvar.calendar, tvar.standard_name = header["time_units"], "proleptic_gregorian", "time"
         for dim in ("y", "x"):
             var = nc.createVariable(dim, "f8", (dim,))
-            var.setncatts({k: v for k, v in grid[dim].attrs.items() if isinstance(v, (str, int, float))})
-            var[:] = grid[dim].values
+            var.setncatts(header[f"{dim}_attrs"])
+            var[:] = np.array(header[dim], dtype=np.float64)
         fvar = nc.createVariable("feature", str, ("feature",))
-        for i, name in enumerate(names):
+        for i, name in enumerate(header["features"]):
             fvar[i] = name
-        grid_mapping = _grid_mapping_name(grid)
-        if grid_mapping:
-            gm = nc.createVariable(grid_mapping, "i4")
-            gm.setncatts({k: v for k, v in grid[grid_mapping].attrs.items() if isinstance(v, (str, int, float))})
-        variables = ["embedding"] + (["embedding_filled"] if fill == "linear" else [])
-        for v in variables:
-            var = nc.createVariable(v, "f4", ("time", "y", "x", "feature"), zlib=True, complevel=1,
-                                    fill_value=np.float32(np.nan), chunksizes=(1, min(H, 64), W, F))
-            var.long_name = "DeepFeat embedding" + (" (gaps filled linearly in time)" if v != "embedding" else "")
-            if grid_mapping:
-                var.grid_mapping = grid_mapping
-        nc.setncatts({**{k: v for k, v in grid.attrs.items() if k.startswith("tower_")}, **attrs,
-                      "Conventions": "CF-1.8"})
-        for r0, r1 in blocks:
-            emb = np.load(parts / _part_name((r0, r1)))                # (T, rows, W, F)
-            n_embedded += int(np.isfinite(emb[..., 0]).sum())
-            nc["embedding"][:, r0:r1] = emb
-            if fill == "linear":
-                nc["embedding_filled"][:, r0:r1] = fill_linear(data.day_offsets(time_coord), emb)
+        gm = header["grid_mapping"]
+        if gm:
+            nc.createVariable(gm, "i4").setncatts(header["grid_mapping_attrs"])
+        variables = {"embedding": "DeepFeat embedding"}
+        if run["fill"] == "linear":
+            variables["embedding_filled"] = "DeepFeat embedding (gaps filled linearly in time)"
+        for v, long_name in variables.items():
+            var = nc.createVariable(v, "f4", ("time", "y", "x", "feature"), fill_value=np.float32(np.nan),
+                                    chunksizes=(ct, cy, cx, F), **COMPRESSION)
+            var.long_name = long_name
+        if header["quality"]:
+            var = nc.createVariable("embedding_quality", "f4", ("time", "y", "x"), fill_value=np.float32(np.nan),
+                                    chunksizes=(ct, cy, cx), **COMPRESSION)
+            var.long_name, var.units, var.comment = "embedding quality: centre reconstruction MAE", "1", QUALITY_TEXT
+        if gm:
+            for v in list(variables) + (["embedding_quality"] if header["quality"] else []):
+                nc[v].grid_mapping = gm
+        nc.setncatts({**header["attrs"], "code_version": code_version})
+        blocks = [tuple(b) for b in run["blocks"]]
+        counts = np.array(header["time"], dtype=np.int64)
+        days = data.day_offsets((counts * TIME_UNITS[header["time_units"].split()[0]]).astype("datetime64[ns]"))
+        step = max(1, -(-H // cy) // 10)                   # about ten progress lines
+        for y0 in range(0, H, cy):
+            y1 = min(H, y0 + cy)
+            rows = [(b, np.load(part_files[b], mmap_mode="r")) for b in blocks if b[0] < y1 and b[1] > y0]
+            for x0 in range(0, W, cx):
+                x1 = min(W, x0 + cx)
+                tile = np.concatenate([a[:, max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] for (r0, r1), a in rows],
+                                      axis=1)                                # (T, y1-y0, x1-x0, F [+ 1])
+                emb = tile[..., :F]
+                n_embedded += int(np.isfinite(emb[..., 0]).sum())
+                nc["embedding"][:, y0:y1, x0:x1] = emb
+                if header["quality"]:
+                    nc["embedding_quality"][:, y0:y1, x0:x1] = tile[..., F]
+                if run["fill"] == "linear":
+                    nc["embedding_filled"][:, y0:y1, x0:x1] = fill_linear(days, emb)
+            if y1 == H or (y0 // cy + 1) % step == 0:
+                print(f"writing {out.name}: rows 0-{y1 - 1} of {H}", flush=True)
     if n_embedded == 0:
         tmp.unlink()
-        raise data.CubeError(f"{source}: no pixel-date could be embedded (every central observation is missing: all-NaN "
-                             "bands, a cloud mask covering everything, or no date with 5 on each side)")
+        raise data.CubeError(f"{run['source']}: no pixel-date could be embedded (every central observation is "
+                             "missing: all-NaN bands, a cloud mask covering everything, or no date with 5 on each side)")
     os.replace(tmp, out)
     return n_embedded
 
@@ -397,7 +600,7 @@ def code_version():
 
 
 # ----------------------------------------------------------------------------------------------
-# PCA-vs-RGB view (Sec. IV-B, Fig. 6)
+# 5. PCA-vs-RGB view (Sec. IV-B, Fig. 6)
 # ----------------------------------------------------------------------------------------------
 
 def pca_fit(X, k=3):
@@ -460,7 +663,7 @@ def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, fit=None)
     valid = np.isfinite(X).all(-1)
     if not valid.any():
         raise data.CubeError(f"{embeddings} has no valid embedding on the chosen dates")
-    rgb_cube = data.open_s2(s2, bands=("B04", "B03", "B02"))
+    rgb_cube = readers.open_s2(s2, bands=("B04", "B03", "B02"))
     fig, axes = plt.subplots(len(picked), 2, figsize=(7, 3.4 * len(picked)), squeeze=False)
     for row, (t, x, ok) in enumerate(zip(picked, X, valid)):
         pcs = (np.nan_to_num(x) - basis["mean"]) @ basis["components"].T                 # (H, W, 3)
@@ -485,7 +688,7 @@ def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, fit=None)
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line
+# 6. Command line
 # ----------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -502,8 +705,15 @@ def main(argv=None):
         args = parser.parse_args(argv[1:])
         pca_figure(args.embeddings, _one_or_list(args.s2), args.out, args.date, args.n_dates, fit=args.fit)
         return
+    if argv and argv[0] == "merge":
+        parser = data.ArgumentParser(prog="embed.py merge", description="Assemble the shards of `embed.py --shard K/N "
+                                     "--out OUT` (folders OUT.shard-K-of-N.parts beside OUT) into OUT")
+        parser.add_argument("out", help="the --out of the sharded runs; its shard folders must lie beside it")
+        merge(parser.parse_args(argv[1:]).out)
+        return
     parser = data.ArgumentParser(description="Embed S1/S2 cubes with a trained checkpoint (Sec. IV-B). "
-                                             "`embed.py pca --help` for the PCA figure.")
+                                             "`embed.py pca --help` for the PCA figure, `embed.py merge --help` "
+                                             "to assemble shards.")
     parser.add_argument("--s2", nargs="+", help="S2 cube (netCDF), or its 10 m and 20 m files together; "
                                                 "required unless the checkpoint is the S1 autoencoder")
     parser.add_argument("--s1", help="S1 cube (netCDF); required for fusion and S1 checkpoints")
@@ -513,6 +723,13 @@ def main(argv=None):
                         help="fast (shared frame encodings, default) or reference (one patch per pixel-date)")
     parser.add_argument("--fill", choices=("none", "linear"), default="none",
                         help="also write embedding_filled, linear in time between valid dates (default none)")
+    parser.add_argument("--no-quality", dest="quality", action="store_false",
+                        help="skip embedding_quality (the centre MAE of the decoders' reconstruction, Sec. IV-A); "
+                             "decoding costs about as much as the fast path itself (bench.py). Default: computed")
+    parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N",
+                        help="embed only the K-th of N contiguous ranges of row blocks into OUT.shard-K-of-N.parts/ "
+                             "(one machine of N, e.g. a Slurm array task); `embed.py merge OUT` then writes OUT. "
+                             "Default 1/1: the whole cube, OUT written at once")
     parser.add_argument("--block-pixels", type=data.positive_int, default=2048, help="pixels per row block (default 2048)")
     parser.add_argument("--max-gap-days", type=float, default=6.0,
                         help="S1 frames further than this from the S2 date are missing (default 6 days)")
@@ -523,8 +740,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint {args.checkpoint}: not found")
-    embed_cube(_one_or_list(args.s2), args.s1, args.checkpoint, args.out, args.path, args.block_pixels, args.fill,
-               args.device, args.amp, args.max_gap_days, args.mask_var)
+    embed_cube(_one_or_list(args.s2), args.s1, args.checkpoint, args.out, path=args.path, block_pixels=args.block_pixels,
+               fill=args.fill, device=args.device, amp=args.amp, max_gap_days=args.max_gap_days, mask_var=args.mask_var,
+               quality=args.quality, shard=args.shard)
 
 
 def _one_or_list(paths):

@@ -6,16 +6,14 @@ linearly interpolated embeddings at a FLUXNET tower and predicts that day's GPP_
 (gC m-2 d-1). Windows have stride 10; 2017-2019 train, 2020 validates; MAE loss; the paper
 reports NRMSE 0.0917 / 0.0958 and RMSE 3.09 / 4.40 gC m-2 d-1 (train / val) over nine sites.
 
-Sections, in reading order:
-  1. flux data        FLUXNET2015 / ICOS Warm Winter 2020 FULLSET daily, half-hourly or hourly CSV
-  2. quality filter   the 70 % NEE_VUT_REF_QC rule, negative GPP, the 60 % site rule
-  3. sites            the paper's nine towers
-  4. tower features   k x k footprint mean at the tower, daily linear interpolation
-  5. windows          90-day windows, stride 10, target = last day, year-based split without leakage
-  6. model, training  GPPTransformer trained with train.fit (MAE), standardised on training windows
-  7. metrics          RMSE, NRMSE (range and mean), R2, bias; climatology baseline
-  8. experiment       feature sets -> comparison table (CSV) and the Fig. 7 figure (PNG)
-  9. command line
+The targets come from fluxnet.py (FLUXNET FULLSET files -> daily GPP, the 70 % QC filter and the
+60 % site rule). Sections, in reading order:
+  1. tower features   k x k footprint mean at the tower, daily linear interpolation
+  2. windows          90-day windows, stride 10, target = last day, year-based split without leakage
+  3. model, training  GPPTransformer trained with train.fit (MAE), standardised on training windows
+  4. metrics          RMSE, NRMSE (range and mean), R2, bias; climatology baseline
+  5. experiment       the paper's nine sites, feature sets -> comparison table (CSV) and Fig. 7 (PNG)
+  6. command line
 
 Feature sets (--features, comma-separated; '+' joins groups): fused, s1, s2 = the embedding cube's
 fused_* / s1_* / s2_* features; bands = the ten S2 reflectances and ndvi = (B08 - B04) / (B08 + B04)
@@ -42,178 +40,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from data import (S2_BANDS, ArgumentParser, CubeError, InputError, add_mask_arg, day_offsets, open_s2, positive_int,
-                  run_cli)
+from data import S2_BANDS, ArgumentParser, CubeError, InputError, add_mask_arg, day_offsets, positive_int, run_cli
 from deepfeat import GPPConfig, GPPTransformer
+from fluxnet import GPP, FluxError, quality_filter, read_fluxnet, site_passes
+from readers import open_s2
 from train import TrainConfig, fit
 
 # ----------------------------------------------------------------------------------------------
-# 1. Flux data (FLUXNET2015 / ICOS Warm Winter 2020 FULLSET, Pastorello et al. 2020)
-# ----------------------------------------------------------------------------------------------
-
-GPP = "GPP_NT_VUT_REF"        # night-time partitioned GPP (Reichstein et al. 2005), Sec. IV-C
-QC = "NEE_VUT_REF_QC"         # daily: fraction of good half-hours; sub-daily: 0/1/2/3 flag
-MISSING = -9999.0             # FLUXNET nodata
-GOOD_QC_FLAGS = (0, 1)        # sub-daily flags: 0 measured, 1 good gap-fill (2 medium, 3 poor)
-# µmol CO2 m-2 s-1 -> gC m-2 d-1: 12.011 g C per mol x 1e-6 mol per µmol x 86400 s per day.
-UMOL_TO_GC_PER_DAY = 12.011e-6 * 86400          # = 1.0377504
-
-
-class FluxError(InputError):
-    """A flux file that cannot be read as FLUXNET FULLSET (missing column, bad timestamps)."""
-
-
-def _read_columns(path, names):
-    """The named columns of a CSV file as lists of strings, found by NAME (never by position)."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [n for n in names if n not in header]
-        if missing:
-            raise FluxError(f"{path}: column {missing[0]!r} not found "
-                            f"(a FLUXNET FULLSET file has TIMESTAMP or TIMESTAMP_START, {GPP}, {QC})")
-        idx = [header.index(n) for n in names]
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if len(row) < len(header):
-                raise FluxError(f"{path}: line {line} has {len(row)} fields, the header {len(header)}")
-            rows.append([row[i] for i in idx])
-    if not rows:
-        raise FluxError(f"{path}: no data rows")
-    return {n: [r[j] for r in rows] for j, n in enumerate(names)}
-
-
-def _numbers(path, name, strings):
-    """Column strings -> float64 with -9999 -> NaN."""
-    try:
-        values = np.array(strings, dtype=np.float64)
-    except ValueError as e:
-        raise FluxError(f"{path}: non-numeric value in column {name!r} ({e})") from None
-    values[values == MISSING] = np.nan
-    return values
-
-
-def _timestamps(path, name, strings, n_chars, unit):
-    """YYYYMMDD (n_chars 8, unit 'D') or YYYYMMDDHHMM (12, 'm') strings -> strictly increasing datetime64."""
-    if any(len(s) != n_chars or not s.isdigit() for s in strings):
-        raise FluxError(f"{path}: column {name!r} must hold {n_chars}-digit timestamps "
-                        f"({'YYYYMMDD' if n_chars == 8 else 'YYYYMMDDHHMM'}), e.g. {strings[0]!r}")
-    iso = [f"{s[:4]}-{s[4:6]}-{s[6:8]}" + (f"T{s[8:10]}:{s[10:12]}" if n_chars == 12 else "")
-           for s in strings]
-    t = np.array(iso, dtype=f"datetime64[{unit}]")
-    if np.any(np.diff(t) <= np.timedelta64(0, unit)):
-        raise FluxError(f"{path}: column {name!r} is not strictly increasing (duplicate or unsorted rows)")
-    return t
-
-
-def read_fluxnet(path, extra=()):
-    """Daily GPP and QC from a FLUXNET FULLSET CSV (daily, half-hourly or hourly), Sec. IV-C.
-
-    The format is detected from the header: `TIMESTAMP` (YYYYMMDD) is a daily file whose
-    GPP_NT_VUT_REF is already gC m-2 d-1 and NEE_VUT_REF_QC already the fraction (0-1) of good
-    half-hours; `TIMESTAMP_START` (YYYYMMDDHHMM) is a sub-daily file whose step (30 or 60 min) is
-    read from the timestamps. Sub-daily records are aggregated per calendar day of their start:
-      GPP = mean of the day's valid records (µmol CO2 m-2 s-1) x 1.0377504 (= 12.011e-6 * 86400),
-      QC  = (records with flag 0 or 1) / (records a full day has, 1440 / step): a missing or
-            -9999 record is not a good record, so a partial day cannot pass the 70 % rule.
-    -9999 -> NaN. The result covers every day from the first to the last, NaN where the file has
-    no record. `extra`: further numeric columns (e.g. TA_F), read as daily values (daily file) or
-    daily means of the valid records (sub-daily file), in the file's units.
-
-    Returns xr.Dataset with dim time (daily, datetime64) and variables GPP_NT_VUT_REF
-    (gC m-2 d-1), NEE_VUT_REF_QC (fraction 0-1) and the extra columns. Raises FluxError.
-    """
-    with open(path, newline="") as f:
-        header = [h.strip() for h in next(csv.reader(f), [])]
-    columns = [GPP, QC, *extra]
-    if "TIMESTAMP" in header:
-        raw = _read_columns(path, ["TIMESTAMP", *columns])
-        day = _timestamps(path, "TIMESTAMP", raw["TIMESTAMP"], 8, "D")           # (R,)
-        step = 1440
-    else:
-        raw = _read_columns(path, ["TIMESTAMP_START", *columns])
-        start = _timestamps(path, "TIMESTAMP_START", raw["TIMESTAMP_START"], 12, "m")  # (R,)
-        step = int(np.median(np.diff(start).astype(np.int64))) if len(start) > 1 else 30
-        offsets = (start - start[0]).astype(np.int64)
-        if 1440 % step or np.any(offsets % step):
-            raise FluxError(f"{path}: TIMESTAMP_START is not on a regular sub-daily step (found {step} min)")
-        day = start.astype("datetime64[D]")
-    values = {c: _numbers(path, c, raw[c]) for c in columns}                    # (R,) each
-    idx = (day - day[0]).astype(np.int64)                                         # (R,) day index
-    n_days = int(idx[-1]) + 1
-    dates = day[0] + np.arange(n_days)                                            # (N,)
-
-    def daily_mean(v):
-        ok = np.isfinite(v)
-        total = np.bincount(idx, np.where(ok, v, 0.0), minlength=n_days)
-        count = np.bincount(idx, ok.astype(float), minlength=n_days)
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-    out = {c: daily_mean(v) for c, v in values.items()}
-    if step < 1440:
-        out[GPP] = out[GPP] * UMOL_TO_GC_PER_DAY
-        good = np.isin(values[QC], GOOD_QC_FLAGS).astype(float)
-        has_record = np.bincount(idx, minlength=n_days) > 0
-        out[QC] = np.where(has_record, np.bincount(idx, good, minlength=n_days) / (1440 // step), np.nan)
-    ds = xr.Dataset({c: ("time", v) for c, v in out.items()},
-                    coords={"time": dates.astype("datetime64[ns]")},
-                    attrs={"source": str(path), "step_minutes": step})
-    ds[GPP].attrs.update(units="gC m-2 d-1", long_name="GPP, night-time partitioning (VUT, REF)")
-    ds[QC].attrs.update(units="1", long_name="fraction of measured or good-quality gap-filled records")
-    return ds
-
-
-# ----------------------------------------------------------------------------------------------
-# 2. Quality filter (Sec. IV-C)
-# ----------------------------------------------------------------------------------------------
-
-def quality_filter(flux, min_qc=0.7):
-    """GPP set to NaN on days with QC < min_qc (or QC missing) or GPP < 0 (Sec. IV-C: "timesteps
-    with less than 70 % high-quality measurements and negative GPP values were excluded")."""
-    gpp, qc = flux[GPP], flux[QC]
-    keep = (qc >= min_qc) & (gpp >= 0)                 # NaN compares False: dropped
-    return flux.assign({GPP: gpp.where(keep)})
-
-
-def site_passes(flux, min_fraction=0.6, min_qc=0.7):
-    """The site-selection rule of Sec. IV-C: more than `min_fraction` of the days with a GPP value
-    pass the quality filter. Returns {"n_observed", "n_pass", "fraction", "passes"}."""
-    observed = int(np.isfinite(flux[GPP].values).sum())
-    n_pass = int(np.isfinite(quality_filter(flux, min_qc)[GPP].values).sum())
-    fraction = n_pass / observed if observed else 0.0
-    return {"n_observed": observed, "n_pass": n_pass, "fraction": fraction, "passes": fraction > min_fraction}
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. Sites (Sec. IV-C)
-# ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Site:
-    id: str
-    vegetation: str        # paper's grouping: DBF deciduous broadleaf, ENF evergreen needleleaf, GRA grassland
-    name: str
-    lat: float             # tower latitude, degrees north
-    lon: float             # tower longitude, degrees east
-
-
-# Tower coordinates: approximate, from the FLUXNET / ICOS site list; check before publication.
-SITES = (
-    Site("CZ-Lnz", "DBF", "Lanzhot", 48.6816, 16.9463),
-    Site("DE-HoH", "DBF", "Hohes Holz", 52.0866, 11.2224),
-    Site("FR-Hes", "DBF", "Hesse", 48.6741, 7.0646),
-    Site("BE-Bra", "ENF", "Brasschaat", 51.3076, 4.5198),
-    Site("IT-Lav", "ENF", "Lavarone", 45.9562, 11.2813),
-    Site("IT-Ren", "ENF", "Renon", 46.5869, 11.4337),
-    Site("CH-Cha", "GRA", "Chamau", 47.2102, 8.4104),
-    Site("CH-Fru", "GRA", "Früebüel", 47.1158, 8.5378),
-    Site("IT-MBo", "GRA", "Monte Bondone", 46.0147, 11.0458),
-)
-SITE_BY_ID = {s.id: s for s in SITES}
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. Features at the tower (Sec. IV-C: daily embeddings, gaps linearly interpolated)
+# 1. Features at the tower (Sec. IV-C: daily embeddings, gaps linearly interpolated)
 # ----------------------------------------------------------------------------------------------
 
 def tower_pixel(cube, pixel=None):
@@ -295,7 +129,7 @@ def ndvi_cube(s2):
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. Windows (Sec. IV-C: 90-day input sequences, stride 10, year-based split)
+# 2. Windows (Sec. IV-C: 90-day input sequences, stride 10, year-based split)
 # ----------------------------------------------------------------------------------------------
 
 def make_windows(years, x_ok, y_ok, split_years, window=90, stride=10):
@@ -323,7 +157,7 @@ def gather_windows(values, starts, window):
 
 
 # ----------------------------------------------------------------------------------------------
-# 6. Model and training (Sec. IV-C: GPPTransformer, MAE loss)
+# 3. Model and training (Sec. IV-C: GPPTransformer, MAE loss)
 # ----------------------------------------------------------------------------------------------
 
 def build_model(n_features, d_model=64, n_layers=4, n_heads=4, dropout=0.1, annual_phase=True):
@@ -405,7 +239,7 @@ def predict(model, stats, x, days, batch_size=256):
 
 
 # ----------------------------------------------------------------------------------------------
-# 7. Metrics and the climatology baseline
+# 4. Metrics and the climatology baseline
 # ----------------------------------------------------------------------------------------------
 
 def rmse(obs, pred):
@@ -447,8 +281,33 @@ def climatology(doy, gpp, train_mask, smooth_days=31):
 
 
 # ----------------------------------------------------------------------------------------------
-# 8. Experiment: sites, feature sets, comparison table, Fig. 7
+# 5. Experiment: the paper's sites, feature sets, comparison table, Fig. 7
 # ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Site:
+    """One of the paper's towers (Sec. IV-C: nine sites that pass fluxnet.site_passes, three per
+    vegetation type); the vegetation group labels the table's rows and the Fig. 7 panels."""
+    id: str
+    vegetation: str        # paper's grouping: DBF deciduous broadleaf, ENF evergreen needleleaf, GRA grassland
+    name: str
+    lat: float             # tower latitude, degrees north
+    lon: float             # tower longitude, degrees east
+
+
+# Tower coordinates: approximate, from the FLUXNET / ICOS site list; check before publication.
+SITES = (
+    Site("CZ-Lnz", "DBF", "Lanzhot", 48.6816, 16.9463),
+    Site("DE-HoH", "DBF", "Hohes Holz", 52.0866, 11.2224),
+    Site("FR-Hes", "DBF", "Hesse", 48.6741, 7.0646),
+    Site("BE-Bra", "ENF", "Brasschaat", 51.3076, 4.5198),
+    Site("IT-Lav", "ENF", "Lavarone", 45.9562, 11.2813),
+    Site("IT-Ren", "ENF", "Renon", 46.5869, 11.4337),
+    Site("CH-Cha", "GRA", "Chamau", 47.2102, 8.4104),
+    Site("CH-Fru", "GRA", "Früebüel", 47.1158, 8.5378),
+    Site("IT-MBo", "GRA", "Monte Bondone", 46.0147, 11.0458),
+)
+SITE_BY_ID = {s.id: s for s in SITES}
 
 EMBEDDING_PREFIXES = {"fused": "fused_", "s1": "s1_", "s2": "s2_"}   # groups of the embedding cube
 S2_FEATURES = ("bands", "ndvi")                                      # from the S2 cube itself
@@ -683,7 +542,7 @@ def plot_fig7(sites, curves, val_days, path):
 
 
 # ----------------------------------------------------------------------------------------------
-# 9. Command line
+# 6. Command line
 # ----------------------------------------------------------------------------------------------
 
 def _years(text, flag):

@@ -36,8 +36,11 @@ import torch
 
 import data
 import embed
+import fluxnet
 import gpp
 import losses
+import readers
+import synthetic
 import train
 import train_fusion
 import train_s1
@@ -50,7 +53,7 @@ MYANMAR = REALDATA / "s1_grd_myanmar" / "s1_vv_vh_myanmar_2014_2018.nc"
 US_WI7 = REALDATA / "fluxnet" / "FLX_US-Wi7_FLUXNET2015_FULLSET_DD_2005-2005_1-4.csv"
 ROMANIA_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11")     # the six bands its two files hold
 STAGES = {"s1": train_s1, "s2": train_s2, "fusion": train_fusion}
-TOWER_SEEDS = (data.TOWER_SEED, 101, 102)                      # three synthetic towers for the GPP claims
+TOWER_SEEDS = (synthetic.TOWER_SEED, 101, 102)                      # three synthetic towers for the GPP claims
 TOWER_SIZE = 15                                                # px: one patch around the tower pixel
 QUICK_STEPS = 60                                               # training steps per run with --quick
 RELATIVE_TOLERANCE = 1.25                                      # "value" verdicts at full size
@@ -302,11 +305,11 @@ def towers(ctx):
         paths = {k: Path(f"{prefix}_{k}.nc") for k in ("s1", "s2")} | {"flux": Path(f"{prefix}_gpp.csv")}
         if not paths["flux"].is_file():
             prefix.parent.mkdir(parents=True, exist_ok=True)
-            s1, s2, flux = data.make_synthetic_cube(seed, size=TOWER_SIZE, start=data.TOWER_START,
-                                                    end=data.TOWER_END)
-            data.write_cube(s1, paths["s1"])
-            data.write_cube(s2, paths["s2"])
-            data.write_fluxnet_csv(flux, paths["flux"])
+            s1, s2, flux = synthetic.make_synthetic_cube(seed, size=TOWER_SIZE, start=synthetic.TOWER_START,
+                                                    end=synthetic.TOWER_END)
+            synthetic.write_cube(s1, paths["s1"])
+            synthetic.write_cube(s2, paths["s2"])
+            synthetic.write_fluxnet_csv(flux, paths["flux"])
         out.append((f"tower{seed}", paths))
     return out
 
@@ -416,10 +419,11 @@ def centre_baselines(ctx, stage, name, seed):
     parser = data.ArgumentParser()
     train.add_common_args(parser, out=str(out))
     args, _ = parser.parse_known_args([*ctx.stage_args(seed), "--cubes", *ctx.cubes, "--out", str(out)])
-    cfg = train.train_config_from_args(args)
-    sampling = data.S1_SAMPLING if stage == "s1" else data.S2_SAMPLING
+    cfg, sampling, _ = train.start_stage(args, data.S1_SAMPLING if stage == "s1" else data.S2_SAMPLING, {})
     with contextlib.redirect_stdout(io.StringIO()):
-        train_b, _, test_b, _ = train.stage_batches(args, stage, sampling, stage, cfg, bands=model.cfg.bands)
+        cubes, _ = readers.load_splits(args.cubes, stage, cfg.seed, model.cfg.bands, tile=args.tile)
+    batches = train.split_batches(cubes, sampling, stage, cfg)
+    train_b, test_b = batches["train"], batches["test"]
     spectra = torch.cat([x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[2]) for b in train_b(0) for x, _ in b.values()])
     k = min(model.cfg.latent_dim, spectra.shape[1])
     mean, basis = pca_basis(spectra[torch.isfinite(spectra).all(1)], k)       # clear training pixels
@@ -475,11 +479,11 @@ def claim_consistency(ctx):
     norm_train, norm_val = 3.09 / 0.0917, 4.40 / 0.0958
     ranges = []
     if US_WI7.is_file():
-        flux = gpp.quality_filter(gpp.read_fluxnet(US_WI7))[gpp.GPP].values
+        flux = fluxnet.quality_filter(fluxnet.read_fluxnet(US_WI7))[fluxnet.GPP].values
         flux = flux[np.isfinite(flux)]
         ranges.append(f"US-Wi7 2005 (real, daily): range {np.ptp(flux):.1f}, mean {flux.mean():.1f}")
     for site, p in towers(ctx):
-        g = gpp.quality_filter(gpp.read_fluxnet(p["flux"]))[gpp.GPP].values
+        g = fluxnet.quality_filter(fluxnet.read_fluxnet(p["flux"]))[fluxnet.GPP].values
         g = g[np.isfinite(g)]
         ranges.append(f"{site} (synthetic): range {np.ptp(g):.1f}, mean {g.mean():.1f}")
     rows = [row(claim, "GPP normaliser implied by RMSE / NRMSE (train, val), gC m-2 d-1",

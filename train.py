@@ -1,8 +1,13 @@
-"""train.py: the one training loop, batching and checkpoint format shared by every stage.
+"""train.py: the one training loop and the one checkpoint format, shared by every stage.
 
-train_s1.py, train_s2.py and train_fusion.py (Sec. III-B, III-C) and gpp.py (Sec. IV-C) only
-build data, model, loss and the list of trainable parameters, then call `fit`. Freezing is which
-parameters go to the optimizer (plus eval mode for frozen parts), never a second loop.
+train_s2.py (the autoencoder recipe, also used by train_s1.py), train_fusion.py (Sec. III-C) and
+gpp.py (Sec. IV-C) build their data, model, loss and list of trainable parameters, then call `fit`.
+Freezing is which parameters go to the optimizer (plus eval mode for frozen parts), never a second
+loop. Nothing here reads a cube file: batches arrive as plain iterators of tensors.
+
+Reading order: 1. configs and the learning rate  2. batches of patches  3. the loop (`fit`)
+4. checkpoints  5. loss functions of the stages  6. the flags the stages share (the only code that
+reads an argparse namespace, and the one place the --quick preset is applied)  7. logs.
 
 Optimiser and schedule as in the authors' code (Sonicious/DeepFeatures): AdamW (lr 1e-4, weight decay
 1.5e-4), linear warm-up from 0.001 x lr, then ReduceLROnPlateau on the validation centre MAE
@@ -32,6 +37,10 @@ from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, GPPConfig, GP
 CHECKPOINT_FORMAT = "deepfeat-checkpoint-v1"
 
 
+# ----------------------------------------------------------------------------------------------
+# 1. Configs and the learning rate
+# ----------------------------------------------------------------------------------------------
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -50,58 +59,12 @@ class TrainConfig:
     log_every: int = 20
 
 
-# ----------------------------------------------------------------------------------------------
-# Flags shared by the three stages (one helper, so they cannot drift)
-# ----------------------------------------------------------------------------------------------
-
-def add_common_args(parser, out):
-    parser.add_argument("--cubes", "--cube", nargs="+", default=["sample_data"],
-                        help="cube files or folders (default sample_data); split 75/17/8 %% by cube (Sec. II), by "
-                             "tile when fewer than 3 cubes are given (see --tile)")
-    parser.add_argument("--tile", type=data.int_at_least(15), default=None, metavar="PX",
-                        help=f"cut every cube into PX x PX tiles, {data.TILE_GAP} px apart, and split by tile "
-                             f"(default: only with fewer than 3 cubes, {data.TILE_SIZE} px)")
-    parser.add_argument("--epochs", type=data.positive_int, default=30, help="training epochs (default 30)")
-    parser.add_argument("--batch-size", type=data.positive_int, default=32, help="patches per batch (default 32)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4, the authors' code)")
-    parser.add_argument("--weight-decay", type=float, default=1.5e-4, help="AdamW weight decay (default 1.5e-4)")
-    parser.add_argument("--warmup-steps", type=data.int_at_least(0), default=30000,
-                        help="linear warm-up steps from 0.001 x lr (default 30000 as in the authors' code)")
-    parser.add_argument("--max-steps", type=data.positive_int, default=None, help="stop after this many optimiser steps (default: no limit)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and weights (default 0)")
-    parser.add_argument("--out", default=out, help=f"output folder for checkpoint, log.csv and figures (default {out})")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (default: start fresh)")
-    parser.add_argument("--s-stride", type=data.positive_int, default=None,
-                        help="spatial sampling stride in pixels (default: the paper's, 15 for S1, 9 for S2 and fusion)")
-    parser.add_argument("--kernel-alpha", type=float, default=0.1,
-                        help="Eq. 1 decay per frame and per pixel ring (default 0.1, the authors' steep kernel; "
-                             "1 with --kernel-ring 1: a flat kernel)")
-    parser.add_argument("--kernel-ring", type=float, default=0.01,
-                        help="Eq. 1 weight of the first pixel ring relative to the centre (default 0.01)")
-    parser.add_argument("--quick", action="store_true",
-                        help="CPU demo preset: a small model (QUICK_AUTOENCODER, QUICK_FUSION), 150 steps (or "
-                             "--max-steps) at lr 1e-3 with 20 warm-up steps and spatial stride 5 (overlapping "
-                             "patches: the sample cubes are small), about a minute on 2 cores")
-
-
-# --quick trains the same architecture, narrower and shallower (conv width 8, d_model 64, one
-# transformer layer, no dropout): in 150 CPU steps it learns an embedding that predicts GPP better
-# than the climatology (tests/test_gpp.py); the full-size model needs far more steps than a demo has.
-QUICK_AUTOENCODER = dict(width=8, token_channels=4, n_heads=4, n_layers=1, dropout=0.0)
-QUICK_FUSION = dict(d_model=32, n_heads=4, n_layers=1, dropout=0.0)
-
-
-def train_config_from_args(args):
-    """TrainConfig from the common flags; --quick overrides them for a CPU demo (an explicit
-    --max-steps still wins, so a smoke test can run the quick preset for 2 steps)."""
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device)
-    if args.quick:
-        # the small quick model sees ~500 patches per epoch on the sample data: a higher lr and a
-        # short warm-up make a minute of CPU training visible in the loss
-        cfg = dataclasses.replace(cfg, epochs=1000, max_steps=args.max_steps or 150, lr=1e-3, warmup_steps=20)
-    return cfg
+def warmup_lr(step, cfg):
+    """The learning rate of optimiser step `step` (0-based) during the warm-up: linear from
+    0.001 x lr to lr over cfg.warmup_steps; None after it, when ReduceLROnPlateau owns the rate."""
+    if step >= cfg.warmup_steps:
+        return None
+    return cfg.lr * (0.001 + 0.999 * (step + 1) / cfg.warmup_steps)
 
 
 def resolve_device(name):
@@ -113,38 +76,14 @@ def resolve_device(name):
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: cubes -> split -> seeded batches of patches (Sec. II split by cube, Sec. III-B sampling)
+# 2. Batches of patches (Sec. III-B sampling, redrawn every epoch)
 # ----------------------------------------------------------------------------------------------
-
-def split_and_load(paths, modality, seed, bands=None, mask_var=None, tile=None):
-    """Find cubes, split them by cube (never sharing one between splits), load each split.
-
-    Fewer than 3 cubes (one real tile, say) cannot fill train, val and test: every cube is then cut
-    into tiles TILE_GAP px apart (data.tile_cube) and the tiles are split instead; `tile` (px) forces
-    that with any number of cubes. Returns ({split: [cube]}, {split: [name]})."""
-    entries = data.find_cubes(paths, modality)
-    if tile is None and len(entries) >= 3:
-        splits = data.split_cubes([data.cube_name(e) for e in entries], seed=seed)
-        by_name = {data.cube_name(e): e for e in entries}
-        return {split: data.load_training_cubes([by_name[n] for n in members], modality, bands, mask_var)
-                for split, members in splits.items()}, splits
-    size = tile or data.TILE_SIZE
-    tiles = [t for cube in data.load_training_cubes(entries, modality, bands, mask_var)
-             for t in data.tile_cube(cube, size)]
-    if len(tiles) < 3:
-        raise data.CubeError(f"{len(entries)} cube(s) give {len(tiles)} tile(s) of {size} x {size} px "
-                             f"({data.TILE_GAP} px apart): train, val and test need 3; give more cubes or a "
-                             "smaller --tile")
-    print(f"{len(entries)} cube(s): split by {len(tiles)} tiles of {size} x {size} px, {data.TILE_GAP} px apart")
-    splits = data.split_cubes([t["name"] for t in tiles], seed=seed)
-    by_name = {t["name"]: t for t in tiles}
-    return {split: [by_name[n] for n in members] for split, members in splits.items()}, splits
-
 
 def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
     """Return epoch -> iterator of batches {modality: (x (B, T, C, H, W), days (B, T))}.
 
-    Frames are redrawn every epoch (seeded by (seed, epoch), so a resumed run sees the same data).
+    `cubes` as readers.load_training_cubes returns them. Frames are redrawn every epoch (seeded by
+    (seed, epoch), so a resumed run sees the same data).
     """
     def batches(epoch=0):
         rng = np.random.default_rng([seed, epoch])
@@ -162,74 +101,147 @@ def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
     return batches
 
 
-def prepare_output(out_dir, resume):
-    """Check OUT before any work: writable, and holding a checkpoint when --resume asks for one."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test.tmp"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise data.InputError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    if resume and not (out / "checkpoint.pt").is_file():
-        raise data.InputError(f"--resume: {out / 'checkpoint.pt'} not found (run without --resume to start)")
+def split_batches(cubes, sampling, key, cfg):
+    """{split: cubes} -> {"train": epoch -> batches, "val": () -> batches, "test": () -> batches}.
+
+    Only the training split is shuffled; val and test are the same patches at every evaluation."""
+    make = {split: patch_batches(c, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train")
+            for split, c in cubes.items()}
+    return {"train": make["train"], "val": lambda: make["val"](0), "test": lambda: make["test"](0)}
 
 
-def stage_batches(args, modality, sampling, key, cfg, bands=None):
-    """Load and split the cubes of one stage; return (train, val, test) batch makers and the split."""
-    prepare_output(args.out, args.resume)
-    s_stride = args.s_stride or (5 if args.quick else None)
-    if s_stride:
-        sampling = dataclasses.replace(sampling, s_stride=s_stride)
-    loaded, splits = split_and_load(args.cubes, modality, cfg.seed, bands, getattr(args, "mask_var", None),
-                                    args.tile)
-    print("split: " + "; ".join(f"{k} {v}" for k, v in splits.items()))
-    make = {split: patch_batches(cubes, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train")
-            for split, cubes in loaded.items()}
-    return make["train"], (lambda: make["val"](0)), (lambda: make["test"](0)), splits
+# ----------------------------------------------------------------------------------------------
+# 3. The loop
+# ----------------------------------------------------------------------------------------------
+
+def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, out_dir, checkpoint_meta, resume=False):
+    """Train `params` of `model`; validate, schedule and checkpoint every epoch.
+
+    loss_fn(model, batch) -> (loss, {component: scalar tensor}) with cfg.monitor among them.
+    train_batches(epoch) and val_batches() yield batches (dicts of tensors). Returns the history
+    (one dict per epoch) also written to OUT/log.csv and OUT/loss_curves.png.
+    """
+    device = resolve_device(cfg.device)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    model.to(device)
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
+                                                         patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+    start_epoch, step, history = 0, 0, []
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path, kind=checkpoint_meta["kind"])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        plateau.load_state_dict(ckpt["scheduler"])
+        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        print(f"resuming {ckpt_path} after epoch {start_epoch} (step {step})")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+        torch.manual_seed(cfg.seed * 1000 + epoch)          # dropout draws reproducible on resume
+        model.train()
+        t_epoch = time.time()
+        totals, count, t_log, n_log = {}, 0, time.time(), 0
+        for batch in train_batches(epoch):
+            # learning rate: the warm-up sets it; after it the plateau scheduler (end of epoch) does
+            lr = warmup_lr(step, cfg)
+            if lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            # forward and backward
+            batch = to_device(batch, device)
+            n = _batch_size(batch)
+            loss, comps = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # clip and step
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            optimizer.step()
+            step += 1
+            # one timed log line every cfg.log_every steps
+            for k, v in comps.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * n
+            count += n
+            n_log += n
+            if step % cfg.log_every == 0:
+                print(f"epoch {epoch + 1} | step {step} | loss {loss.item():.4f} | "
+                      f"{n_log / max(time.time() - t_log, 1e-6):.0f} samples/s", flush=True)
+                t_log, n_log = time.time(), 0
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        if count == 0:
+            raise SystemExit("no training patches: every cube was too small, too short or too cloudy "
+                             "for the sampling policy (see data.sample_patches)")
+        # end of epoch: BatchNorm statistics, validation, the plateau schedule
+        recalibrate_batchnorm(model, loss_fn, train_batches(epoch), device)
+        val = evaluate(model, loss_fn, val_batches(), device)
+        if step >= cfg.warmup_steps and cfg.monitor in val:
+            plateau.step(val[cfg.monitor])
+        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.time() - t_epoch, 2),
+               **{f"train_{k}": v / count for k, v in totals.items()}, **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        print(f"epoch {epoch + 1} | step {step} | " + " | ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +
+            f" | {count / max(row['seconds'], 1e-6):.0f} samples/s", flush=True)
+        # checkpoint and logs (atomic: an interrupted run keeps this epoch)
+        save_checkpoint(ckpt_path, {
+            "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),
+            "epoch": epoch + 1, "step": step, "history": history, "train_config": asdict(cfg)})
+        write_log(history, out_dir)
+    model.eval()
+    return history
 
 
-def context_weights_from_args(args, centre_weight=1.0):
-    """The Eq. 1 kernel of --kernel-alpha and --kernel-ring (losses.context_weights), (T, H, W)."""
-    return losses.context_weights(alpha=args.kernel_alpha, ring_weight=args.kernel_ring, centre_weight=centre_weight)
+def to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return type(batch)(to_device(v, device) for v in batch)
 
 
-def autoencoder_loss_fn(objective, weights):
-    """loss_fn for a pretraining stage: reconstruct the patch, score it with `objective` (losses.py)."""
-    def loss_fn(model, batch):
-        (x, days), = batch.values()                         # x (B, T, C, H, W) with NaN
-        recon, _ = model(x, days)
-        return objective(recon, x, torch.isfinite(x), weights.to(x.device))
-    return loss_fn
+def _batch_size(batch):
+    while not isinstance(batch, torch.Tensor):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return batch.shape[0]
 
 
 @torch.no_grad()
-def init_output_bias(model, batches):
-    """Start the decoder's output at each band's mean over one training batch (data-dependent init):
-    otherwise the first ~100 steps only move the output from 0 to the reflectance level."""
-    (x, _), = next(iter(batches(0))).values()                          # (B, T, C, H, W) with NaN
-    model.dec_out.bias.copy_(torch.nan_to_num(x.transpose(0, 2).flatten(1).nanmean(1)))
+def recalibrate_batchnorm(model, loss_fn, batches, device, n_batches=10):
+    """Precise BatchNorm (Wu & Johnson 2021): replace the running statistics of the BatchNorm layers
+    being trained by their plain average over n training batches. The exponential running average
+    lags a fast-moving model: on small data it doubled the eval-mode centre MAE. Frozen (eval-mode)
+    layers are left alone, so fusion keeps its pretrained parts bit-identical."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.training]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                                               # cumulative average
+    for batch, _ in zip(batches, range(n_batches)):
+        loss_fn(model, to_device(batch, device))
+    for m in norms:
+        m.momentum = 0.1
 
 
-def pretrain(args, model_cfg, sampling, objective, loss_meta=None):
-    """One modality's pretraining stage (Sec. III-B): split cubes, build the autoencoder, fit, test.
-
-    train_s1.py and train_s2.py differ only in the config, the sampling and the objective; `loss_meta`
-    (e.g. the Eq. 5 lambdas) is stored in the checkpoint with the kernel."""
-    cfg = train_config_from_args(args)
-    torch.manual_seed(cfg.seed)
-    if args.quick:
-        model_cfg = dataclasses.replace(model_cfg, **QUICK_AUTOENCODER)
-    m = model_cfg.modality
-    train_b, val_b, test_b, splits = stage_batches(args, m, sampling, m, cfg, bands=model_cfg.bands)
-    model = ModalityAutoencoder(model_cfg)
-    init_output_bias(model, train_b)
-    loss_fn = autoencoder_loss_fn(objective, context_weights_from_args(args))
-    loss_meta = {**(loss_meta or {}), "kernel_alpha": args.kernel_alpha, "kernel_ring": args.kernel_ring}
-    fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, args.out,
-        {"kind": "autoencoder", "meta": {"splits": splits, "loss": loss_meta}}, resume=args.resume)
-    return report_test(model, loss_fn, test_b, cfg, args.out)
+@torch.no_grad()
+def evaluate(model, loss_fn, batches, device):
+    """Mean of every loss component over `batches`, weighted by batch size -> {name: float}."""
+    model.eval()
+    totals, count = {}, 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        n = _batch_size(batch)
+        _, comps = loss_fn(model, batch)
+        for k, v in comps.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * n
+        count += n
+    return {k: v / max(count, 1) for k, v in totals.items()}
 
 
 def report_test(model, loss_fn, test_batches, cfg, out_dir):
@@ -242,7 +254,7 @@ def report_test(model, loss_fn, test_batches, cfg, out_dir):
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints: one format for every stage
+# 4. Checkpoints: one format for every stage
 # ----------------------------------------------------------------------------------------------
 
 def save_checkpoint(path, state):
@@ -307,132 +319,133 @@ def load_model(path, kind=None, modality=None, bands=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# The loop
+# 5. Loss functions of the stages: loss_fn(model, batch) -> (loss, {component: scalar})
 # ----------------------------------------------------------------------------------------------
 
-def to_device(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return type(batch)(to_device(v, device) for v in batch)
+def autoencoder_loss_fn(objective, weights):
+    """loss_fn for a pretraining stage: reconstruct the patch, score it with `objective` (losses.py)."""
+    def loss_fn(model, batch):
+        (x, days), = batch.values()                         # x (B, T, C, H, W) with NaN
+        recon, _ = model(x, days)
+        return objective(recon, x, torch.isfinite(x), weights.to(x.device))
+    return loss_fn
+
+
+def fusion_loss_fn(weights):
+    """loss_fn for fusion: reconstruct every modality through the fused bottleneck, Eq. 8."""
+    def loss_fn(model, batch):
+        recon, _ = model(batch)
+        targets = {m: x for m, (x, _) in batch.items()}                 # {m: (B, T, C, H, W)}
+        valids = {m: torch.isfinite(x) for m, x in targets.items()}
+        return losses.fusion_loss(recon, targets, valids, {m: w.to(targets[m].device) for m, w in weights.items()})
+    return loss_fn
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model, loss_fn, batches, device, n_batches=10):
-    """Precise BatchNorm (Wu & Johnson 2021): replace the running statistics of the BatchNorm layers
-    being trained by their plain average over n training batches. The exponential running average
-    lags a fast-moving model: on small data it doubled the eval-mode centre MAE. Frozen (eval-mode)
-    layers are left alone, so fusion keeps its pretrained parts bit-identical."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.training]
-    if not norms:
-        return
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None                                               # cumulative average
-    for batch, _ in zip(batches, range(n_batches)):
-        loss_fn(model, to_device(batch, device))
-    for m in norms:
-        m.momentum = 0.1
+def init_output_bias(model, batches):
+    """Start the decoder's output at each band's mean over one training batch (data-dependent init):
+    otherwise the first ~100 steps only move the output from 0 to the reflectance level."""
+    (x, _), = next(iter(batches(0))).values()                          # (B, T, C, H, W) with NaN
+    model.dec_out.bias.copy_(torch.nan_to_num(x.transpose(0, 2).flatten(1).nanmean(1)))
 
 
-@torch.no_grad()
-def evaluate(model, loss_fn, batches, device):
-    """Mean of every loss component over `batches`, weighted by batch size -> {name: float}."""
-    model.eval()
-    totals, count = {}, 0
-    for batch in batches:
-        batch = to_device(batch, device)
-        n = _batch_size(batch)
-        _, comps = loss_fn(model, batch)
-        for k, v in comps.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * n
-        count += n
-    return {k: v / max(count, 1) for k, v in totals.items()}
+# ----------------------------------------------------------------------------------------------
+# 6. Flags shared by the three stages (one helper, so they cannot drift), and the --quick preset
+# ----------------------------------------------------------------------------------------------
+
+def add_common_args(parser, out):
+    parser.add_argument("--cubes", "--cube", nargs="+", default=["sample_data"],
+                        help="cube files or folders (default sample_data); split 75/17/8 %% by cube (Sec. II), by "
+                             "tile when fewer than 3 cubes are given (see --tile)")
+    parser.add_argument("--tile", type=data.int_at_least(data.PATCH), default=None, metavar="PX",
+                        help=f"cut every cube into PX x PX tiles, {data.TILE_GAP} px apart, and split by tile "
+                             f"(default: only with fewer than 3 cubes, {data.TILE_SIZE} px)")
+    parser.add_argument("--epochs", type=data.positive_int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--batch-size", type=data.positive_int, default=32, help="patches per batch (default 32)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4, the authors' code)")
+    parser.add_argument("--weight-decay", type=float, default=1.5e-4, help="AdamW weight decay (default 1.5e-4)")
+    parser.add_argument("--warmup-steps", type=data.int_at_least(0), default=30000,
+                        help="linear warm-up steps from 0.001 x lr (default 30000 as in the authors' code)")
+    parser.add_argument("--max-steps", type=data.positive_int, default=None, help="stop after this many optimiser steps (default: no limit)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and weights (default 0)")
+    parser.add_argument("--out", default=out, help=f"output folder for checkpoint, log.csv and figures (default {out})")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (default: start fresh)")
+    parser.add_argument("--s-stride", type=data.positive_int, default=None,
+                        help="spatial sampling stride in pixels (default: the paper's, 15 for S1, 9 for S2 and fusion)")
+    parser.add_argument("--kernel-alpha", type=float, default=0.1,
+                        help="Eq. 1 decay per frame and per pixel ring (default 0.1, the authors' steep kernel; "
+                             "1 with --kernel-ring 1: a flat kernel)")
+    parser.add_argument("--kernel-ring", type=float, default=0.01,
+                        help="Eq. 1 weight of the first pixel ring relative to the centre (default 0.01)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU demo preset: a small model (QUICK_AUTOENCODER, QUICK_FUSION), 150 steps (or "
+                             "--max-steps) at lr 1e-3 with 20 warm-up steps and spatial stride 5 (overlapping "
+                             "patches: the sample cubes are small), about a minute on 2 cores")
 
 
-def _batch_size(batch):
-    while not isinstance(batch, torch.Tensor):
-        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return batch.shape[0]
+# --quick, the one CPU demo preset of every stage: the same architecture, narrower and shallower
+# (conv width 8, d_model 64, one transformer layer, no dropout), 150 steps at lr 1e-3 after 20 warm-up
+# steps, spatial stride 5 (overlapping patches: the sample cubes are small). In 150 CPU steps it learns
+# an embedding that predicts GPP better than the climatology (tests/test_gpp.py); the full-size model
+# needs far more steps than a demo has. An explicit --max-steps still wins (a smoke test runs 2 steps).
+QUICK_AUTOENCODER = dict(width=8, token_channels=4, n_heads=4, n_layers=1, dropout=0.0)
+QUICK_FUSION = dict(d_model=32, n_heads=4, n_layers=1, dropout=0.0)
+QUICK_TRAINING = dict(epochs=1000, max_steps=150, lr=1e-3, warmup_steps=20)
+QUICK_S_STRIDE = 5
 
 
-def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, out_dir, checkpoint_meta, resume=False):
-    """Train `params` of `model`; validate, schedule and checkpoint every epoch.
+def train_config_from_args(args):
+    """TrainConfig from the common flags, with the --quick preset applied."""
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device)
+    if args.quick:
+        cfg = dataclasses.replace(cfg, **{**QUICK_TRAINING, "max_steps": args.max_steps or QUICK_TRAINING["max_steps"]})
+    return cfg
 
-    loss_fn(model, batch) -> (loss, {component: scalar tensor}) with cfg.monitor among them.
-    train_batches(epoch) and val_batches() yield batches (dicts of tensors). Returns the history
-    (one dict per epoch) also written to OUT/log.csv and OUT/loss_curves.png.
-    """
-    device = resolve_device(cfg.device)
-    out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoint.pt"
-    model.to(device)
-    params = list(params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
-                                                         patience=cfg.plateau_patience, min_lr=cfg.min_lr)
-    start_epoch, step, history = 0, 0, []
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, kind=checkpoint_meta["kind"])
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        plateau.load_state_dict(ckpt["scheduler"])
-        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
-        print(f"resuming {ckpt_path} after epoch {start_epoch} (step {step})")
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps is not None and step >= cfg.max_steps:
-            break
-        torch.manual_seed(cfg.seed * 1000 + epoch)          # dropout draws reproducible on resume
-        model.train()
-        t_epoch = time.time()
-        totals, count, t_log, n_log = {}, 0, time.time(), 0
-        for batch in train_batches(epoch):
-            # learning rate: linear warm-up from 0.001 x lr to lr, then the plateau scheduler owns it
-            if step < cfg.warmup_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * (0.001 + 0.999 * (step + 1) / cfg.warmup_steps)
-            batch = to_device(batch, device)
-            n = _batch_size(batch)
-            loss, comps = loss_fn(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-            optimizer.step()
-            step += 1
-            for k, v in comps.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * n
-            count += n
-            n_log += n
-            if step % cfg.log_every == 0:
-                print(f"epoch {epoch + 1} | step {step} | loss {loss.item():.4f} | "
-                      f"{n_log / max(time.time() - t_log, 1e-6):.0f} samples/s", flush=True)
-                t_log, n_log = time.time(), 0
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        if count == 0:
-            raise SystemExit("no training patches: every cube was too small, too short or too cloudy "
-                             "for the sampling policy (see data.sample_patches)")
-        recalibrate_batchnorm(model, loss_fn, train_batches(epoch), device)
-        val = evaluate(model, loss_fn, val_batches(), device)
-        if step >= cfg.warmup_steps and cfg.monitor in val:
-            plateau.step(val[cfg.monitor])
-        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.time() - t_epoch, 2),
-               **{f"train_{k}": v / count for k, v in totals.items()}, **{f"val_{k}": v for k, v in val.items()}}
-        history.append(row)
-        print(f"epoch {epoch + 1} | step {step} | " + " | ".join(
-            f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +
-            f" | {count / max(row['seconds'], 1e-6):.0f} samples/s", flush=True)
-        save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),
-            "epoch": epoch + 1, "step": step, "history": history, "train_config": asdict(cfg)})
-        write_log(history, out_dir)
-    model.eval()
-    return history
+def start_stage(args, sampling, sizes):
+    """Everything a stage takes from the common flags, before any data is read.
 
+    Checks that OUT is writable (and holds a checkpoint for --resume), seeds torch, and returns
+    (TrainConfig, the Sec. III-B sampling with --s-stride applied, the model size overrides):
+    `sizes` is the stage's quick size (QUICK_AUTOENCODER or QUICK_FUSION), used with --quick only."""
+    prepare_output(args.out, args.resume)
+    cfg = train_config_from_args(args)
+    torch.manual_seed(cfg.seed)
+    s_stride = args.s_stride or (QUICK_S_STRIDE if args.quick else None)
+    if s_stride:
+        sampling = dataclasses.replace(sampling, s_stride=s_stride)
+    return cfg, sampling, (sizes if args.quick else {})
+
+
+def prepare_output(out_dir, resume):
+    """Check OUT before any work: writable, and holding a checkpoint when --resume asks for one."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise data.InputError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise data.InputError(f"--resume: {out / 'checkpoint.pt'} not found (run without --resume to start)")
+
+
+def context_weights_from_args(args, centre_weight=1.0):
+    """The Eq. 1 kernel of --kernel-alpha and --kernel-ring (losses.context_weights), (T, H, W)."""
+    return losses.context_weights(alpha=args.kernel_alpha, ring_weight=args.kernel_ring, centre_weight=centre_weight)
+
+
+def kernel_meta(args):
+    """The Eq. 1 flags as stored in a checkpoint's meta["loss"]."""
+    return {"kernel_alpha": args.kernel_alpha, "kernel_ring": args.kernel_ring}
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Logs: OUT/log.csv and the loss curves (Fig. 5)
+# ----------------------------------------------------------------------------------------------
 
 def write_log(history, out_dir):
     """OUT/log.csv (atomic) and OUT/loss_curves.png: train vs val per component, like Fig. 5."""

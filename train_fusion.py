@@ -18,18 +18,9 @@ import torch
 
 import data
 import losses
+import readers
 import train
 from deepfeat import FusionConfig, FusionModel
-
-
-def fusion_loss_fn(weights):
-    """loss_fn for fusion: reconstruct every modality through the fused bottleneck, Eq. 8."""
-    def loss_fn(model, batch):
-        recon, _ = model(batch)
-        targets = {m: x for m, (x, _) in batch.items()}                 # {m: (B, T, C, H, W)}
-        valids = {m: torch.isfinite(x) for m, x in targets.items()}
-        return losses.fusion_loss(recon, targets, valids, {m: w.to(targets[m].device) for m, w in weights.items()})
-    return loss_fn
 
 
 def check_frozen(model, checkpoints):
@@ -55,29 +46,30 @@ def main(argv=None):
                         help="fine-tune the pretrained autoencoders jointly with the fusion layers (the ablation "
                              "of the staged training; default: frozen, as the paper)")
     args = parser.parse_args(argv)
-    cfg = train.train_config_from_args(args)
-    torch.manual_seed(cfg.seed)
-
     checkpoints = {"s1": args.s1_checkpoint, "s2": args.s2_checkpoint}
     for m, path in checkpoints.items():
         if not Path(path).is_file():
             parser.error(f"--{m}-checkpoint {path}: not found (train it first with train_{m}.py)")
+    cfg, sampling, sizes = train.start_stage(args, data.FUSION_SAMPLING, train.QUICK_FUSION)
+    # data: S1 matched to the S2 dates (Sec. III-C), patches drawn where the S2 centre is clear
     autoencoders = {m: train.load_model(path, "autoencoder", m)[0] for m, path in checkpoints.items()}
-    train_b, val_b, test_b, splits = train.stage_batches(args, "fusion", data.FUSION_SAMPLING, "s2", cfg,
-                                                         bands=autoencoders["s2"].cfg.bands)
-    sizes = train.QUICK_FUSION if args.quick else {}
+    cubes, splits = readers.load_splits(args.cubes, "fusion", cfg.seed, autoencoders["s2"].cfg.bands, args.mask_var,
+                                        args.tile)
+    batches = train.split_batches(cubes, sampling, "s2", cfg)
+    # model: the frozen autoencoders and new fusion layers (only those are trained, unless --unfreeze)
     model = FusionModel(autoencoders, FusionConfig(fused_dim=args.fused_dim, **sizes))
     if args.unfreeze:
         model.unfreeze()
+    # loss: Eq. 8, each modality weighted by its Eq. 1 kernel with the raised fusion centre weight
     weights = {m: train.context_weights_from_args(args, losses.FUSION_CENTRE_WEIGHT[m]) for m in checkpoints}
-    loss_fn = fusion_loss_fn(weights)
-    train.fit(model, model.trainable_parameters(), loss_fn, train_b, val_b, cfg, args.out,
+    loss_fn = train.fusion_loss_fn(weights)
+    train.fit(model, model.trainable_parameters(), loss_fn, batches["train"], batches["val"], cfg, args.out,
               {"kind": "fusion", "meta": {"splits": splits, "pretrained": checkpoints, "unfrozen": args.unfreeze,
-                                          "loss": {"kernel_alpha": args.kernel_alpha, "kernel_ring": args.kernel_ring}}},
+                                          "loss": train.kernel_meta(args)}},
               resume=args.resume)
     if not args.unfreeze:
         check_frozen(model, checkpoints)
-    train.report_test(model, loss_fn, test_b, cfg, args.out)
+    train.report_test(model, loss_fn, batches["test"], cfg, args.out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Ten 10-20 m bands -> 9-d latent. Patches of 15 x 15 px x 11 frames drawn from 20-frame sequences
 (temporal stride 17, spatial stride 9); hybrid loss = 0.23 weighted MAE + 0.03 (1 - SSIM) + 0.74 SAM.
+`pretrain` below is the whole autoencoder recipe (data, model, loss, fit); train_s1.py uses it too.
+A student follows one training step through this file, data.py (the sample) and train.py (`fit`).
 
     python train_s2.py --quick                          # sample_data/, ~1 min on a 2-core CPU
     python train_s2.py --quick --loss mae               # Eq. 5 ablation: the weighted MAE alone
@@ -12,12 +14,36 @@ Ten 10-20 m bands -> 9-d latent. Patches of 15 x 15 px x 11 frames drawn from 20
 
 Writes OUT/checkpoint.pt, OUT/log.csv, OUT/loss_curves.png (Fig. 5), OUT/test_metrics.csv.
 """
+import dataclasses
 import functools
 
 import data
 import losses
+import readers
 import train
-from deepfeat import AutoencoderConfig
+from deepfeat import AutoencoderConfig, ModalityAutoencoder
+
+
+def pretrain(args, model_cfg, sampling, objective, loss_meta=None):
+    """One modality's pretraining stage (Sec. III-B): cubes -> patches -> autoencoder -> fit -> test.
+
+    `objective(recon, x, valid, weights)` is the stage's loss (losses.s1_loss, losses.s2_loss);
+    `loss_meta` (e.g. the Eq. 5 lambdas) is stored in the checkpoint beside the Eq. 1 kernel."""
+    cfg, sampling, sizes = train.start_stage(args, sampling, train.QUICK_AUTOENCODER)
+    m = model_cfg.modality
+    # data: cubes split by cube (Sec. II), 15 x 15 px x 11-frame patches redrawn every epoch (Sec. III-B)
+    cubes, splits = readers.load_splits(args.cubes, m, cfg.seed, model_cfg.bands, getattr(args, "mask_var", None),
+                                        args.tile)
+    batches = train.split_batches(cubes, sampling, m, cfg)
+    # model: the context-aware autoencoder (Sec. III-B), decoder output started at the band means
+    model = ModalityAutoencoder(dataclasses.replace(model_cfg, **sizes))
+    train.init_output_bias(model, batches["train"])
+    # loss: the objective weighted by the Eq. 1 context kernel, NaN (clouds, gaps) masked out
+    loss_fn = train.autoencoder_loss_fn(objective, train.context_weights_from_args(args))
+    train.fit(model, model.parameters(), loss_fn, batches["train"], batches["val"], cfg, args.out,
+              {"kind": "autoencoder", "meta": {"splits": splits, "loss": {**(loss_meta or {}), **train.kernel_meta(args)}}},
+              resume=args.resume)
+    return train.report_test(model, loss_fn, batches["test"], cfg, args.out)
 
 
 def main(argv=None):
@@ -36,8 +62,8 @@ def main(argv=None):
     if args.loss == "mae" and args.lambdas is not None:
         parser.error("--lambdas sets the hybrid loss; --loss mae is lambdas 1 0 0")
     lambdas = (1.0, 0.0, 0.0) if args.loss == "mae" else tuple(args.lambdas or losses.S2_LAMBDAS)
-    train.pretrain(args, AutoencoderConfig("s2", tuple(args.bands), args.latent_dim), data.S2_SAMPLING,
-                   functools.partial(losses.s2_loss, lambdas=lambdas), {"loss": args.loss, "lambdas": lambdas})
+    pretrain(args, AutoencoderConfig("s2", tuple(args.bands), args.latent_dim), data.S2_SAMPLING,
+             functools.partial(losses.s2_loss, lambdas=lambdas), {"loss": args.loss, "lambdas": lambdas})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import torch
 import xarray as xr
 
 import data
+import synthetic
+import readers
 import embed
 import gpp
 import reproduce
@@ -90,20 +92,20 @@ def files(tmp_path_factory):
     """The files the CASES name: small synthetic cubes (good, short, all-NaN, lat/lon, other CRS), flux
     tables and tiny checkpoints."""
     d = tmp_path_factory.mktemp("bad")
-    s1, s2, flux = data.make_synthetic_cube(seed=3, size=16, start="2020-04-01", end="2020-06-30")
+    s1, s2, flux = synthetic.make_synthetic_cube(seed=3, size=16, start="2020-04-01", end="2020-06-30")
     (d / "good").mkdir()
-    data.write_cube(s1, d / "good" / "c_s1.nc")
-    data.write_cube(s2, d / "good" / "c_s2.nc")
-    data.write_cube(s2.isel(time=slice(0, 8)), d / "short_s2.nc")
-    data.write_cube(s2.map(lambda v: v * np.nan if "time" in v.dims else v), d / "nan_s2.nc")
-    data.write_cube(s2.rename(y="lat", x="lon"), d / "latlon_s2.nc")
+    synthetic.write_cube(s1, d / "good" / "c_s1.nc")
+    synthetic.write_cube(s2, d / "good" / "c_s2.nc")
+    synthetic.write_cube(s2.isel(time=slice(0, 8)), d / "short_s2.nc")
+    synthetic.write_cube(s2.map(lambda v: v * np.nan if "time" in v.dims else v), d / "nan_s2.nc")
+    synthetic.write_cube(s2.rename(y="lat", x="lon"), d / "latlon_s2.nc")
     (d / "laea").mkdir()
     laea = s1.assign_coords(spatial_ref=s1.spatial_ref.assign_attrs(crs_wkt=LAEA_WKT, spatial_ref=LAEA_WKT))
-    data.write_cube(laea, d / "laea" / "c_s1.nc")
-    data.write_cube(s2, d / "laea" / "c_s2.nc")
-    _, _, tower_flux = data.make_synthetic_cube(seed=3, size=16, start="2017-01-01", end="2020-12-31")
-    data.write_fluxnet_csv(tower_flux, d / "flux.csv")
-    data.write_fluxnet_csv(tower_flux.assign(GPP_NT_VUT_REF=tower_flux.GPP_NT_VUT_REF * np.nan), d / "nogpp.csv")
+    synthetic.write_cube(laea, d / "laea" / "c_s1.nc")
+    synthetic.write_cube(s2, d / "laea" / "c_s2.nc")
+    _, _, tower_flux = synthetic.make_synthetic_cube(seed=3, size=16, start="2017-01-01", end="2020-12-31")
+    synthetic.write_fluxnet_csv(tower_flux, d / "flux.csv")
+    synthetic.write_fluxnet_csv(tower_flux.assign(GPP_NT_VUT_REF=tower_flux.GPP_NT_VUT_REF * np.nan), d / "nogpp.csv")
     torch.manual_seed(0)
     s1_ae, s2_ae = tiny_ae("s1", data.S1_BANDS, 2).eval(), tiny_ae("s2", data.S2_BANDS, 9).eval()
     fusion = FusionModel({"s1": s1_ae, "s2": s2_ae}, FusionConfig(d_model=16, n_heads=2, n_layers=1)).eval()
@@ -155,11 +157,11 @@ def test_s2_without_cloud_mask_warns_unless_told(files):
     raw = xr.open_dataset(files["good_s2"])
     raw.attrs = {}                                       # no `cloud_mask` record: like a file from elsewhere
     with pytest.warns(UserWarning, match="clouds and shadows are NOT masked; pass --mask-var"):
-        assert data.prepare_s2(raw).attrs["cloud_mask"] == "none (no SCL or mask variable)"
+        assert readers.prepare_s2(raw).attrs["cloud_mask"] == "none (no SCL or mask variable)"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert data.prepare_s2(raw, mask_var=data.NO_MASK).attrs["cloud_mask"] == "none (--mask-var none)"
-        recorded = data.prepare_s2(xr.open_dataset(files["good_s2"]))            # synthetic: records its mask
+        assert readers.prepare_s2(raw, mask_var=data.NO_MASK).attrs["cloud_mask"] == "none (--mask-var none)"
+        recorded = readers.prepare_s2(xr.open_dataset(files["good_s2"]))            # synthetic: records its mask
         assert recorded.attrs["cloud_mask"].startswith("applied before")
 
 

@@ -12,6 +12,8 @@ import pytest
 import xarray as xr
 
 import data
+import synthetic
+import readers
 from data import CubeError
 
 ROMANIA = "s2_l2a_romania/sentinel2_cube_subset_romania_{}.nc"
@@ -21,17 +23,17 @@ ROMANIA_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11")  # what the 10 m + 20
 
 @functools.lru_cache(maxsize=None)
 def _romania(root):
-    return data.open_s2([root / ROMANIA.format("10m"), root / ROMANIA.format("20m")], bands=ROMANIA_BANDS)
+    return readers.open_s2([root / ROMANIA.format("10m"), root / ROMANIA.format("20m")], bands=ROMANIA_BANDS)
 
 
 @functools.lru_cache(maxsize=None)
 def _myanmar(root):
-    return data.open_s1(root / MYANMAR)
+    return readers.open_s1(root / MYANMAR)
 
 
 @functools.lru_cache(maxsize=None)
 def _synthetic(seed, size=32, start="2020-01-01", end="2020-12-31"):
-    return data.make_synthetic_cube(seed, size=size, start=start, end=end)
+    return synthetic.make_synthetic_cube(seed, size=size, start=start, end=end)
 
 
 def tiny_cube(T=12, H=16, W=16, bands=("B02",), start="2020-01-01", value=0.1):
@@ -123,12 +125,12 @@ def test_validate_cube_accepts_good_cube():
 @pytest.mark.parametrize("make, message", [BAD_CUBES[i] for i in (0, 1, 2, 6, 7)])
 def test_prepare_s2_rejects_bad_input(make, message):
     with pytest.raises(CubeError, match=message):
-        data.prepare_s2(make(), bands=("B02",), source="bad.nc")
+        readers.prepare_s2(make(), bands=("B02",), source="bad.nc")
 
 
 def test_open_missing_file():
     with pytest.raises(CubeError, match="file not found"):
-        data.open_s2("no/such/file_s2.nc")
+        readers.open_s2("no/such/file_s2.nc")
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +164,7 @@ def test_romania_nan_exactly_where_scl_masks(realdata):
     # and everywhere: NaN exactly on SCL 0, 1, 3, 8, 9, 10 (snow 11 kept by default)
     masked = np.isin(scl, [0, 1, 3, 8, 9, 10]) | np.isnan(dn)
     np.testing.assert_array_equal(np.isnan(s2["B02"].values), masked)
-    snow = data.open_s2(realdata / ROMANIA.format("10m"), bands=("B2",), mask_snow=True)
+    snow = readers.open_s2(realdata / ROMANIA.format("10m"), bands=("B2",), mask_snow=True)
     np.testing.assert_array_equal(np.isnan(snow["B02"].values), masked | (scl == 11))
 
 
@@ -177,14 +179,14 @@ def test_romania_20m_bands_replicated_by_coordinates(realdata, tmp_path):
     np.testing.assert_allclose(s2["B03"].values[valid], raw10["B3"].values[valid] / 10000, rtol=1e-6)
     # a 20 m file stored with y flipped gives the same cube: matching is by coordinates
     raw20.isel(y=slice(None, None, -1)).to_netcdf(tmp_path / "flipped_20m.nc")
-    flipped = data.open_s2([realdata / ROMANIA.format("10m"), tmp_path / "flipped_20m.nc"],
+    flipped = readers.open_s2([realdata / ROMANIA.format("10m"), tmp_path / "flipped_20m.nc"],
                            bands=("B8A", "B11"))
     np.testing.assert_array_equal(flipped["B11"].values, s2["B11"].values)
 
 
 def test_romania_missing_band_error_names_band_and_file(realdata):
     with pytest.raises(CubeError) as err:
-        data.open_s2([realdata / ROMANIA.format("10m"), realdata / ROMANIA.format("20m")])
+        readers.open_s2([realdata / ROMANIA.format("10m"), realdata / ROMANIA.format("20m")])
     msg = str(err.value)
     for part in ("B05", "B06", "B07", "B12", "romania_10m.nc"):
         assert part in msg
@@ -193,9 +195,9 @@ def test_romania_missing_band_error_names_band_and_file(realdata):
 
 
 def test_prepare_s2_on_row_block_equals_whole_cube(realdata):
-    raw = data.open_s2_raw([realdata / ROMANIA.format("10m"), realdata / ROMANIA.format("20m")])
+    raw = readers.open_s2_raw([realdata / ROMANIA.format("10m"), realdata / ROMANIA.format("20m")])
     try:
-        block = data.prepare_s2(raw.isel(y=slice(13, 31), time=slice(7, 40)), bands=("B2", "B8A"))
+        block = readers.prepare_s2(raw.isel(y=slice(13, 31), time=slice(7, 40)), bands=("B2", "B8A"))
     finally:
         raw.close()
     whole = _romania(realdata).isel(y=slice(13, 31), time=slice(7, 40))
@@ -221,28 +223,28 @@ def _dn_band_array(s2, offset_from="2022-01-25"):
 @pytest.mark.filterwarnings("ignore:.*NOT masked")      # no SCL: the synthetic clouds are NaN already
 def test_prepare_s2_band_dim_dn_and_boa_offset():
     _, s2, _ = _synthetic(3, start="2021-12-01", end="2022-03-01")  # straddles 2022-01-25
-    out = data.prepare_s2(_dn_band_array(s2))
+    out = readers.prepare_s2(_dn_band_array(s2))
     assert list(out.data_vars) == list(data.S2_BANDS)
     for b in data.S2_BANDS:
         np.testing.assert_array_equal(np.isnan(out[b].values), np.isnan(s2[b].values))
         np.testing.assert_allclose(out[b].values, s2[b].values, atol=5e-5)  # half a DN
     # a forced offset applies to every date; baseline metadata overrides the date rule
-    forced = data.prepare_s2(_dn_band_array(s2), bands=("B04",), boa_offset=0)
+    forced = readers.prepare_s2(_dn_band_array(s2), bands=("B04",), boa_offset=0)
     late = s2["time"].values >= np.datetime64("2022-01-25")
     np.testing.assert_allclose(forced["B04"].values[late], s2["B04"].values[late] + 0.1, atol=6e-5)
     pb = np.where(late, "04.00", "03.01")
-    by_baseline = data.prepare_s2(_dn_band_array(s2, offset_from="2099-01-01")
+    by_baseline = readers.prepare_s2(_dn_band_array(s2, offset_from="2099-01-01")
                                   .assign_coords({"s2:processing_baseline": ("time", pb)}), bands=("B04",))
     np.testing.assert_allclose(by_baseline["B04"].values[late], s2["B04"].values[late] - 0.1, atol=6e-5)
     attr = _dn_band_array(s2).assign_attrs(BOA_ADD_OFFSET=-1000)
-    np.testing.assert_allclose(data.prepare_s2(attr, bands=("B4",))["B04"].values[~late],
+    np.testing.assert_allclose(readers.prepare_s2(attr, bands=("B4",))["B04"].values[~late],
                                s2["B04"].values[~late] - 0.1, atol=6e-5)
 
 
 @pytest.mark.filterwarnings("ignore:.*NOT masked")      # no SCL: the synthetic clouds are NaN already
 def test_prepare_s2_already_reflectance_not_rescaled():
     ds = tiny_cube(bands=("B02", "B8A"), value=0.25)
-    out = data.prepare_s2(ds, bands=("b02", "b8a"))
+    out = readers.prepare_s2(ds, bands=("b02", "b8a"))
     np.testing.assert_array_equal(out["B02"].values, 0.25)
     assert out["B8A"].attrs["dn_scale"] == 1.0
 
@@ -252,13 +254,13 @@ def test_prepare_s2_cloudsen12_mask_and_bad_names():
     mask = np.zeros(ds["B02"].shape, dtype=np.uint8)
     mask[0, 0, :4] = [0, 1, 2, 3]  # clear, thick, thin, shadow
     ds["cloud"] = (("time", "y", "x"), mask)
-    out = data.prepare_s2(ds, bands=("B02",), mask_var="cloud")
+    out = readers.prepare_s2(ds, bands=("B02",), mask_var="cloud")
     np.testing.assert_array_equal(np.isnan(out["B02"].values[0, 0, :4]), [False, True, True, True])
     assert np.isnan(out["B02"].values).sum() == 3
     with pytest.raises(CubeError, match="mask variable 'clouds' not found"):
-        data.prepare_s2(ds, bands=("B02",), mask_var="clouds")
+        readers.prepare_s2(ds, bands=("B02",), mask_var="clouds")
     with pytest.raises(CubeError, match="not a Sentinel-2 band"):
-        data.prepare_s2(ds, bands=("NDVI",))
+        readers.prepare_s2(ds, bands=("NDVI",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,26 +273,26 @@ def test_db_linear_round_trip():
     np.testing.assert_allclose(data.linear_to_db(data.db_to_linear(db)), db, atol=1e-12)
     assert np.isnan(data.linear_to_db([0.0, -1.0])).all()
     # fixed bounds: VV -25 dB -> 0, 0 dB -> 1, -12.5 dB -> 0.5, beyond clipped
-    np.testing.assert_allclose(data.normalise_s1([-25, 0, -12.5, -40, 5], "vv"), [0, 1, 0.5, 0, 1])
+    np.testing.assert_allclose(readers.normalise_s1([-25, 0, -12.5, -40, 5], "vv"), [0, 1, 0.5, 0, 1])
 
 
 def test_rolling_mean_hand_computed():
     # linear series 1, 2, NaN, 4, 8: ends use two frames, NaN skipped, a missing frame stays missing
     series = np.array([1.0, 2.0, np.nan, 4.0, 8.0])
     expected = [1.5, 1.5, np.nan, 6.0, 6.0]  # (1+2)/2, (1+2)/2, -, (4+8)/2, (4+8)/2
-    np.testing.assert_allclose(data.rolling_mean3(series[:, None, None])[:, 0, 0], expected)
+    np.testing.assert_allclose(readers.rolling_mean3(series[:, None, None])[:, 0, 0], expected)
     # the same series through prepare_s1 (1 pixel, linear input): normalised dB of those means
     t = np.datetime64("2020-01-01", "ns") + np.arange(5) * 6 * data.DAY
     raw = xr.Dataset({"VV": (("time", "y", "x"), 0.01 * series[:, None, None], {"units": "linear"})},
                      coords={"time": t, "y": [0.0], "x": [0.0]})
-    out = data.prepare_s1(raw, bands=("vv",))["vv"].values[:, 0, 0]
+    out = readers.prepare_s1(raw, bands=("vv",))["vv"].values[:, 0, 0]
     np.testing.assert_allclose(out, (10 * np.log10(0.01 * np.array(expected)) + 25) / 25, rtol=1e-6)
 
 
 def test_same_day_acquisitions_merged_in_linear():
     t = np.array(["2020-01-01T05:00", "2020-01-01T05:01", "2020-01-07T05:00"], dtype="datetime64[ns]")
     v = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 6.0]])[:, :, None]  # (T, H=2, W=1)
-    merged, mt = data.merge_same_day(v, t)
+    merged, mt = readers.merge_same_day(v, t)
     np.testing.assert_array_equal(mt, t[[0, 2]])
     np.testing.assert_allclose(merged[:, :, 0], [[2.0, 4.0], [5.0, 6.0]])
 
@@ -316,7 +318,7 @@ def test_prepare_s1_db_bounds_of_both_bands_by_hand():
     """
     db = np.array([-35.0, -30, -25, -20, -17.5, -12.5, -10, -5, 0, 5])
     const = np.broadcast_to(db, (3, db.size))
-    out = data.prepare_s1(_s1_db_cube(["2020-01-01", "2020-01-07", "2020-01-13"], const, const))
+    out = readers.prepare_s1(_s1_db_cube(["2020-01-01", "2020-01-07", "2020-01-13"], const, const))
     vv = [0, 0, 0, 0.2, 0.3, 0.5, 0.6, 0.8, 1, 1]
     vh = [0, 0, 0.2, 0.4, 0.5, 0.7, 0.8, 1, 1, 1]
     for t in range(3):
@@ -342,7 +344,7 @@ def test_prepare_s1_same_day_merge_averages_linear_power():
     raw = np.tile(pair, (3, 1))                                    # (6, 2)
     merged_db = 10 * np.log10((0.1 + 0.01) / 2)
     assert merged_db == pytest.approx(-12.5964, abs=1e-4)
-    out = data.prepare_s1(_s1_db_cube(times, raw, raw))
+    out = readers.prepare_s1(_s1_db_cube(times, raw, raw))
     assert out.attrs["merged_acquisitions"] == 3
     np.testing.assert_array_equal(out["time"].values, np.array(times[::2], dtype="datetime64[ns]"))
     np.testing.assert_allclose(out["vv"].values[:, 0, 0], (merged_db + 25) / 25, rtol=0, atol=1e-6)
@@ -351,7 +353,7 @@ def test_prepare_s1_same_day_merge_averages_linear_power():
     np.testing.assert_allclose(out["vv"].values[:, 0, 1], 0.6, atol=1e-6)
     np.testing.assert_allclose(out["vh"].values[:, 0, 1], 0.8, atol=1e-6)
     # merge_same_day itself is a plain nanmean of what it gets: linear in, linear mean out
-    merged, _ = data.merge_same_day(data.db_to_linear(raw[:2]), np.array(times[:2], dtype="datetime64[ns]"))
+    merged, _ = readers.merge_same_day(data.db_to_linear(raw[:2]), np.array(times[:2], dtype="datetime64[ns]"))
     np.testing.assert_allclose(data.linear_to_db(merged), [[merged_db, -10.0]])
 
 
@@ -374,19 +376,19 @@ def test_myanmar_s1_loading(realdata):
 
 def test_s1_units_detection_and_layout(realdata):
     raw = xr.open_dataset(realdata / MYANMAR).isel(time=slice(0, 12), y=slice(0, 20), x=slice(0, 20))
-    ref = data.prepare_s1(raw)
+    ref = readers.prepare_s1(raw)
     as_db = (raw[["VV", "VH"]] / 100).drop_attrs()
     as_linear = 10 ** (as_db / 10)
     for variant in (as_db, as_linear):
-        out = data.prepare_s1(variant)  # detected from the value range, no units attribute
+        out = readers.prepare_s1(variant)  # detected from the value range, no units attribute
         for b in data.S1_BANDS:
             np.testing.assert_allclose(out[b].values, ref[b].values, atol=1e-6)
-    forced = data.prepare_s1(as_db, units="db")
+    forced = readers.prepare_s1(as_db, units="db")
     np.testing.assert_allclose(forced["vh"].values, ref["vh"].values, atol=1e-6)
     stacked = raw[["VV", "VH"]].to_array("polarization")  # one variable with a polarization dim
-    np.testing.assert_array_equal(data.prepare_s1(stacked)["vh"].values, ref["vh"].values)
+    np.testing.assert_array_equal(readers.prepare_s1(stacked)["vh"].values, ref["vh"].values)
     with pytest.raises(CubeError, match="units must be"):
-        data.prepare_s1(raw, units="decibel")
+        readers.prepare_s1(raw, units="decibel")
 
 
 def test_s1_regrid_onto_target(realdata):
@@ -396,7 +398,7 @@ def test_s1_regrid_onto_target(realdata):
     x = raw["x"].values[5] - 10 + 10 * np.arange(30)
     y = raw["y"].values[5] + 10 - 10 * np.arange(30)
     target = xr.Dataset(coords={"x": x, "y": y})
-    out = data.open_s1(realdata / MYANMAR, target=target)
+    out = readers.open_s1(realdata / MYANMAR, target=target)
     assert out["vv"].shape == (85, 30, 30)
     np.testing.assert_array_equal(out["vv"].values[:, 0:3, 0:3],
                                   np.broadcast_to(s1["vv"].values[:, 5:6, 5:6], (85, 3, 3)))
@@ -404,7 +406,7 @@ def test_s1_regrid_onto_target(realdata):
                                   np.broadcast_to(s1["vh"].values[:, 14:15, 6:7], (85, 3, 3)))
     far = xr.Dataset(coords={"x": x + 1e6, "y": y})
     with pytest.raises(CubeError, match="do not overlap in space"):
-        data.prepare_s1(raw, target=far)
+        readers.prepare_s1(raw, target=far)
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,23 +644,23 @@ def test_split_cubes_by_cube():
 def test_find_cubes_pairs_and_errors(tmp_path):
     for name in ("b_s1.nc", "b_s2.nc", "a_s1.nc", "a_s2.nc"):
         (tmp_path / name).touch()
-    assert [p.name for p in data.find_cubes(tmp_path, "s2")] == ["a_s2.nc", "b_s2.nc"]
-    pairs = data.find_cubes([tmp_path], "fusion")
+    assert [p.name for p in readers.find_cubes(tmp_path, "s2")] == ["a_s2.nc", "b_s2.nc"]
+    pairs = readers.find_cubes([tmp_path], "fusion")
     assert [(p1.name, p2.name) for p1, p2 in pairs] == [("a_s1.nc", "a_s2.nc"), ("b_s1.nc", "b_s2.nc")]
     (tmp_path / "c_s2.nc").touch()
     with pytest.raises(CubeError, match="incomplete pair, c_s1.nc is missing"):
-        data.find_cubes(tmp_path, "fusion")
+        readers.find_cubes(tmp_path, "fusion")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CubeError, match="no \\*_s1.nc files found"):
-        data.find_cubes(empty, "s1")
+        readers.find_cubes(empty, "s1")
 
 
 def test_load_training_cubes_fusion(tmp_path):
     s1, s2, _ = _synthetic(5)
-    data.write_cube(s1, tmp_path / "x_s1.nc")
-    data.write_cube(s2, tmp_path / "x_s2.nc")
-    (cube,) = data.load_training_cubes([tmp_path], "fusion")
+    synthetic.write_cube(s1, tmp_path / "x_s1.nc")
+    synthetic.write_cube(s2, tmp_path / "x_s2.nc")
+    (cube,) = readers.load_training_cubes([tmp_path], "fusion")
     assert cube["name"] == "x"
     T = s2.sizes["time"]
     assert cube["arrays"]["s2"].shape == (T, 10, 32, 32) and cube["arrays"]["s1"].shape == (T, 2, 32, 32)
@@ -667,7 +669,7 @@ def test_load_training_cubes_fusion(tmp_path):
     out = data.sample_patches(cube["arrays"], cube["days"], data.FUSION_SAMPLING,
                               np.random.default_rng(0), "s2")
     assert out["s1"][0].shape[1:] == (11, 2, 15, 15)
-    (s1_only,) = data.load_training_cubes([tmp_path / "x_s1.nc"], "s1")
+    (s1_only,) = readers.load_training_cubes([tmp_path / "x_s1.nc"], "s1")
     assert s1_only["arrays"]["s1"].shape == (s1.sizes["time"], 2, 32, 32)
 
 
@@ -676,9 +678,9 @@ def test_load_training_cubes_fusion(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_synthetic_deterministic_per_seed():
-    a = data.make_synthetic_cube(11, size=24, start="2020-01-01", end="2020-06-30")
-    b = data.make_synthetic_cube(11, size=24, start="2020-01-01", end="2020-06-30")
-    c = data.make_synthetic_cube(12, size=24, start="2020-01-01", end="2020-06-30")
+    a = synthetic.make_synthetic_cube(11, size=24, start="2020-01-01", end="2020-06-30")
+    b = synthetic.make_synthetic_cube(11, size=24, start="2020-01-01", end="2020-06-30")
+    c = synthetic.make_synthetic_cube(12, size=24, start="2020-01-01", end="2020-06-30")
     for da, db in zip(a, b):
         xr.testing.assert_identical(da, db)
     assert not np.array_equal(a[1]["B04"].values, c[1]["B04"].values, equal_nan=True)
@@ -713,19 +715,19 @@ def test_synthetic_properties():
     daily = gpp["GPP_NT_VUT_REF"].sel(time=s2["time"].values[ok].astype("datetime64[D]")).values
     good = np.isfinite(daily)
     assert np.corrcoef(ndvi[good], daily[good])[0, 1] > 0.6
-    _, s2b, _ = data.make_synthetic_cube(0, size=20, start="2020-01-01", end="2020-02-01", tower=(3, 5))
+    _, s2b, _ = synthetic.make_synthetic_cube(0, size=20, start="2020-01-01", end="2020-02-01", tower=(3, 5))
     assert (s2b.attrs["tower_row"], s2b.attrs["tower_col"]) == (3, 5)
     assert s2b["landcover"].values[3, 5] in (0, 1)
 
 
 def test_write_cube_round_trip(tmp_path):
     s1, s2, _ = _synthetic(4)
-    data.write_cube(s2, tmp_path / "t_s2.nc")
-    data.write_cube(s1, tmp_path / "t_s1.nc")
+    synthetic.write_cube(s2, tmp_path / "t_s2.nc")
+    synthetic.write_cube(s1, tmp_path / "t_s1.nc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t_s1.nc", "t_s2.nc"]  # no .tmp left
     raw = xr.open_dataset(tmp_path / "t_s2.nc")
     assert raw["B02"].encoding["dtype"] == np.int16 and raw["B02"].encoding["zlib"]
-    back = data.open_s2(tmp_path / "t_s2.nc")
+    back = readers.open_s2(tmp_path / "t_s2.nc")
     for b in data.S2_BANDS:
         np.testing.assert_array_equal(np.isnan(back[b].values), np.isnan(s2[b].values))
         np.testing.assert_allclose(back[b].values, s2[b].values, atol=0.5e-4 + 1e-7)  # half a step
@@ -736,13 +738,13 @@ def test_write_cube_round_trip(tmp_path):
     # half a packing step, plus float32 rounding of the decoded value (offset ~1 -> ~1e-7)
     np.testing.assert_allclose(raw1["vv"].values, s1["vv"].values, atol=0.5 * step + 1e-6)
     np.testing.assert_array_equal(raw1["time"].values, s1["time"].values)
-    assert data.open_s1(tmp_path / "t_s1.nc")["vv"].shape == s1["vv"].shape
+    assert readers.open_s1(tmp_path / "t_s1.nc")["vv"].shape == s1["vv"].shape
 
 
 def test_fluxnet_csv_format(tmp_path):
     _, _, gpp = _synthetic(6, size=16, start="2020-01-01", end="2020-03-31")
     gpp["GPP_NT_VUT_REF"][3] = np.nan
-    data.write_fluxnet_csv(gpp, tmp_path / "g.csv")
+    synthetic.write_fluxnet_csv(gpp, tmp_path / "g.csv")
     with open(tmp_path / "g.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["TIMESTAMP", "GPP_NT_VUT_REF", "NEE_VUT_REF_QC"]
@@ -754,8 +756,8 @@ def test_fluxnet_csv_format(tmp_path):
 def test_sample_data_matches_generator(tmp_path):
     """The shipped sample_data/ is what `python data.py make-sample-data` writes today."""
     shipped = Path(data.__file__).resolve().parent / "sample_data"
-    s1, s2, _ = data.make_synthetic_cube(0, size=64, start="2018-01-01", end="2018-12-31")
-    back = data.open_s2(shipped / "synth_0_s2.nc")
+    s1, s2, _ = synthetic.make_synthetic_cube(0, size=64, start="2018-01-01", end="2018-12-31")
+    back = readers.open_s2(shipped / "synth_0_s2.nc")
     np.testing.assert_allclose(back["B8A"].values, s2["B8A"].values, atol=0.5e-4 + 1e-7)
     names = {str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.suffix in (".nc", ".csv")}
     assert names == {f"synth_{i}_{m}.nc" for i in range(5) for m in ("s1", "s2")} | {
@@ -783,7 +785,7 @@ def test_cli_make_sample_data(tmp_path, capsys):
     data.main(["make-sample-data", "--out", str(tmp_path)])
     assert "[6/6] tower" in capsys.readouterr().out
     assert (tmp_path / "tower" / "tower_gpp.csv").exists() and len(list(tmp_path.glob("*_s2.nc"))) == 5
-    tower = data.open_s2(tmp_path / "tower" / "tower_s2.nc")
+    tower = readers.open_s2(tmp_path / "tower" / "tower_s2.nc")
     assert tower["B02"].shape[1:] == (24, 24) and str(tower["time"].values[-1])[:4] == "2020"
 
 
@@ -791,7 +793,7 @@ def test_find_cubes_takes_one_area_at_two_resolutions_as_one_cube(tmp_path):
     """X_10m.nc and X_20m.nc are one S2 cube (combined by open_s2), named X; other files stay single."""
     for name in ("a_10m.nc", "a_20m.nc", "b_s2.nc"):
         (tmp_path / name).touch()
-    entries = data.find_cubes([tmp_path / "b_s2.nc", tmp_path / "a_20m.nc", tmp_path / "a_10m.nc"], "s2")
+    entries = readers.find_cubes([tmp_path / "b_s2.nc", tmp_path / "a_20m.nc", tmp_path / "a_10m.nc"], "s2")
     assert entries == [(tmp_path / "a_10m.nc", tmp_path / "a_20m.nc"), tmp_path / "b_s2.nc"]
-    assert [data.cube_name(e) for e in entries] == ["a", "b"]
-    assert data.find_cubes([entries[0]], "s2") == [entries[0]]              # an entry passes through
+    assert [readers.cube_name(e) for e in entries] == ["a", "b"]
+    assert readers.find_cubes([entries[0]], "s2") == [entries[0]]              # an entry passes through

@@ -1,13 +1,13 @@
-"""Tests for gpp.py (Sec. IV-C): FLUXNET parsing on the shared real files, the quality filter,
-windows without leakage, hand-computed metrics, tower features, and an end-to-end run on the
-synthetic tower where the embedding model must beat the climatology baseline.
+"""Tests for gpp.py (Sec. IV-C): tower features against a per-pixel loop, windows without leakage,
+hand-computed metrics, the site table and the splits, and an end-to-end run on the synthetic tower
+where the embedding model must beat the climatology baseline. The FLUXNET reader: tests/test_fluxnet.py.
 
 Run: python -m pytest -q tests/test_gpp.py   (~4 min on 2 CPU cores run alone: conftest.py trains the
      shared tiny models, then the --quick run)
 """
+import contextlib
 import csv
-import subprocess
-import sys
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,138 +18,10 @@ import xarray as xr
 import gpp
 
 ROOT = Path(__file__).resolve().parents[1]
-US_WI7 = "fluxnet/FLX_US-Wi7_FLUXNET2015_FULLSET_DD_2005-2005_1-4.csv"
-CH_CHA = "fluxnet/exampledata_FLUXNET-FULLSET-HH-CSV-30MIN_FLX_CH-Cha_FLUXNET2015_FULLSET_HH_2005-2020_beta-3.csv"
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    return path
-
-
-def column(path, name):
-    """Brute-force reference: one column of a CSV by name, as strings."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    return [r[rows[0].index(name)] for r in rows[1:]]
 
 
 # ----------------------------------------------------------------------------------------------
-# 1. Flux data
-# ----------------------------------------------------------------------------------------------
-
-def test_gc_conversion_factor():
-    # 12.011 g C / mol * 1e-6 mol / µmol * 86400 s / d
-    assert gpp.UMOL_TO_GC_PER_DAY == pytest.approx(1.0377504, abs=1e-9)
-
-
-def test_read_real_daily_file(realdata):
-    path = realdata / US_WI7
-    flux = gpp.read_fluxnet(path, extra=("NEE_VUT_REF_RANDUNC",))
-    assert flux.sizes["time"] == 365
-    assert str(flux.time.values[0])[:10] == "2005-01-01" and str(flux.time.values[-1])[:10] == "2005-12-31"
-    assert flux.attrs["step_minutes"] == 1440
-    assert flux[gpp.GPP].attrs["units"] == "gC m-2 d-1"
-    # daily files are already in gC m-2 d-1: values pass through unchanged (first row of the file)
-    assert flux[gpp.GPP].values[0] == pytest.approx(-0.251702)
-    np.testing.assert_allclose(flux[gpp.GPP].values, np.array(column(path, gpp.GPP), float))
-    # GPP and QC are complete in this file; NEE_VUT_REF_RANDUNC has 180 rows of -9999
-    n_missing = sum(v == "-9999" for v in column(path, "NEE_VUT_REF_RANDUNC"))
-    assert n_missing == 180
-    assert int(np.isnan(flux["NEE_VUT_REF_RANDUNC"].values).sum()) == n_missing
-    assert not np.isnan(flux[gpp.GPP].values).any()
-    qc = flux[gpp.QC].values
-    assert qc.min() >= 0.0 and qc.max() <= 1.0
-    # site rule on a real year: 167 days have QC >= 0.7, 162 of them with GPP >= 0 -> 162 / 365
-    check = gpp.site_passes(flux)
-    assert (check["n_observed"], check["n_pass"]) == (365, 162)
-    assert check["fraction"] == pytest.approx(162 / 365) and not check["passes"]
-
-
-def test_read_real_halfhourly_file(realdata):
-    path = realdata / CH_CHA
-    flux = gpp.read_fluxnet(path)
-    # 99 half-hours from 2005-01-01 00:00: 48 + 48 + 3 records on three calendar days
-    assert flux.attrs["step_minutes"] == 30
-    assert [str(t)[:10] for t in flux.time.values] == ["2005-01-01", "2005-01-02", "2005-01-03"]
-    # by hand: the mean of the first 48 GPP records (µmol CO2 m-2 s-1) times 12.011e-6 * 86400
-    first_day = np.array(column(path, gpp.GPP)[:48], float)
-    assert first_day.mean() == pytest.approx(-0.09901575)
-    assert flux[gpp.GPP].values[0] == pytest.approx(-0.09901575 * 12.011e-6 * 86400)
-    assert flux[gpp.GPP].values[0] == pytest.approx(-0.10275363, abs=1e-7)
-    # every record of this sample is flag 3 (poor gap-fill): no good records
-    assert set(column(path, gpp.QC)) == {"3"}
-    np.testing.assert_array_equal(flux[gpp.QC].values, [0.0, 0.0, 0.0])
-
-
-def test_subdaily_qc_fraction_by_hand(tmp_path):
-    """Hand-made hourly file: 2020-06-01 full, 2020-06-02 absent, 2020-06-03 six records only."""
-    flags = [0] * 12 + [1] * 6 + [2] * 4 + [3, -9999]       # 18 of 24 hours measured or good
-    values = [10.0] * 22 + [-9999, 4.0]                      # mean of the 23 valid = (220 + 4) / 23
-    rows = [[f"20200601{h:02d}00", f"20200601{h:02d}59", v, q] for h, (v, q) in enumerate(zip(values, flags))]
-    rows += [[f"20200603{h:02d}00", f"20200603{h:02d}59", 2.0, 0] for h in range(6)]
-    path = write_csv(tmp_path / "hourly.csv", ["TIMESTAMP_START", "TIMESTAMP_END", gpp.GPP, gpp.QC], rows)
-    flux = gpp.read_fluxnet(path)
-    assert flux.attrs["step_minutes"] == 60
-    assert flux.sizes["time"] == 3
-    np.testing.assert_allclose(flux[gpp.QC].values, [18 / 24, np.nan, 6 / 24])
-    np.testing.assert_allclose(flux[gpp.GPP].values,
-                               np.array([224 / 23, np.nan, 2.0]) * 1.0377504, rtol=1e-6)
-    # a partial day is not a good day: 6 good hours of 24 fail the 70 % rule
-    assert np.isnan(gpp.quality_filter(flux)[gpp.GPP].values[2])
-
-
-def test_daily_file_missing_values_and_days(tmp_path):
-    rows = [["20200101", 1.5, 0.9], ["20200102", -9999, 0.8], ["20200104", 2.5, -9999]]
-    flux = gpp.read_fluxnet(write_csv(tmp_path / "dd.csv", ["TIMESTAMP", gpp.QC, gpp.GPP],
-                                      [[t, q, g] for t, g, q in rows]))
-    assert flux.sizes["time"] == 4                          # 2020-01-03 inserted as a missing day
-    np.testing.assert_array_equal(flux[gpp.GPP].values, [1.5, np.nan, np.nan, 2.5])
-    np.testing.assert_array_equal(flux[gpp.QC].values, [0.9, 0.8, np.nan, np.nan])
-
-
-@pytest.mark.parametrize("header, rows, message", [
-    (["TIMESTAMP", gpp.GPP], [["20200101", 1.0]], gpp.QC),                       # column absent
-    (["TIMESTAMP_START", gpp.QC], [["202001010000", 0]], gpp.GPP),
-    (["TIME", gpp.GPP, gpp.QC], [["20200101", 1.0, 1.0]], "TIMESTAMP_START"),    # no timestamp column
-    (["TIMESTAMP", gpp.GPP, gpp.QC], [["202001", 1.0, 1.0]], "8-digit"),          # monthly file
-    (["TIMESTAMP", gpp.GPP, gpp.QC], [["20200102", 1, 1], ["20200101", 1, 1]], "increasing"),
-    (["TIMESTAMP", gpp.GPP, gpp.QC], [["20200101", "n/a", 1.0]], "non-numeric"),
-])
-def test_bad_flux_files_raise_flux_error(tmp_path, header, rows, message):
-    path = write_csv(tmp_path / "bad.csv", header, rows)
-    with pytest.raises(gpp.FluxError, match=message) as err:
-        gpp.read_fluxnet(path)
-    assert "bad.csv" in str(err.value)
-
-
-# ----------------------------------------------------------------------------------------------
-# 2. Quality filter
-# ----------------------------------------------------------------------------------------------
-
-def test_quality_filter_and_site_rule():
-    flux = xr.Dataset({gpp.GPP: ("time", [1.0, 2.0, 3.0, -0.1, 4.0, np.nan, 5.0]),
-                       gpp.QC: ("time", [0.8, 0.7, 0.69, 1.0, np.nan, 1.0, 0.95])})
-    kept = gpp.quality_filter(flux)[gpp.GPP].values
-    # 0.7 passes ("less than 70 %" is dropped), 0.69 and missing QC fail, negative GPP fails
-    np.testing.assert_array_equal(kept, [1.0, 2.0, np.nan, np.nan, np.nan, np.nan, 5.0])
-    check = gpp.site_passes(flux)
-    assert (check["n_observed"], check["n_pass"]) == (6, 3)
-    assert check["fraction"] == pytest.approx(0.5) and not check["passes"]
-    assert gpp.site_passes(flux, min_fraction=0.49)["passes"]
-
-
-def test_sites_table():
-    by_veg = {v: sorted(s.id for s in gpp.SITES if s.vegetation == v) for v in ("DBF", "ENF", "GRA")}
-    assert by_veg == {"DBF": ["CZ-Lnz", "DE-HoH", "FR-Hes"], "ENF": ["BE-Bra", "IT-Lav", "IT-Ren"],
-                      "GRA": ["CH-Cha", "CH-Fru", "IT-MBo"]}
-    # all nine in Central / Western Europe
-    assert all(44 < s.lat < 53 and 4 < s.lon < 18 for s in gpp.SITES)
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. Tower features
+# 1. Tower features
 # ----------------------------------------------------------------------------------------------
 
 def small_embedding_cube():
@@ -197,7 +69,7 @@ def test_daily_interpolate_linear_and_excluded_edges():
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. Windows
+# 2. Windows
 # ----------------------------------------------------------------------------------------------
 
 def test_window_count_stride_and_target():
@@ -241,7 +113,7 @@ def test_windows_never_mix_train_and_validation_years():
 
 
 # ----------------------------------------------------------------------------------------------
-# 6-7. Model and metrics
+# 3-4. Model and metrics
 # ----------------------------------------------------------------------------------------------
 
 def test_model_output_shape():
@@ -323,6 +195,18 @@ def test_climatology_by_hand():
     assert smooth[0] == pytest.approx((1 + 3 + 3 + 5) / 4)
 
 
+# ----------------------------------------------------------------------------------------------
+# 5. Experiment
+# ----------------------------------------------------------------------------------------------
+
+def test_sites_table():
+    by_veg = {v: sorted(s.id for s in gpp.SITES if s.vegetation == v) for v in ("DBF", "ENF", "GRA")}
+    assert by_veg == {"DBF": ["CZ-Lnz", "DE-HoH", "FR-Hes"], "ENF": ["BE-Bra", "IT-Lav", "IT-Ren"],
+                      "GRA": ["CH-Cha", "CH-Fru", "IT-MBo"]}
+    # all nine in Central / Western Europe
+    assert all(44 < s.lat < 53 and 4 < s.lon < 18 for s in gpp.SITES)
+
+
 def test_overlapping_years_are_refused():
     with pytest.raises(ValueError, match="overlap"):
         gpp.run_experiment([], ["climatology"], train_years=(2019, 2020), val_years=(2020,))
@@ -365,7 +249,7 @@ def test_feature_set_parsing():
 
 
 # ----------------------------------------------------------------------------------------------
-# 8-9. End to end on the synthetic tower
+# 5-6. End to end on the synthetic tower (experiment and command line)
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -380,15 +264,16 @@ def tower_embeddings(trained_fusion, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quick_run(tower_embeddings, tmp_path_factory):
-    """`python gpp.py --quick` (the demo.sh line) on the shipped tower, without the ndvi model."""
+    """`python gpp.py --quick` (the demo.sh line) on the shipped tower, without the ndvi model, run
+    in-process through main(argv) from the repository root (--quick's default paths are relative)."""
     out = tmp_path_factory.mktemp("gpp")
-    cmd = [sys.executable, "gpp.py", "--quick", "--embeddings", str(tower_embeddings),
-           "--features", "fused,bands,climatology", "--out", str(out)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    stdout = io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(stdout):
+        gpp.main(["--quick", "--embeddings", str(tower_embeddings), "--features", "fused,bands,climatology",
+                  "--out", str(out)])
     with open(out / "gpp_metrics.csv", newline="") as f:
         rows = {(r["features"], r["split"]): r for r in csv.DictReader(f)}
-    return out, result.stdout, rows
+    return out, stdout.getvalue(), rows
 
 
 def test_quick_cli_writes_table_and_figure(quick_run):

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import data
+import synthetic
+import readers
 import losses
 import train
 import train_fusion
@@ -31,7 +33,7 @@ def cubes():
     """Two small synthetic S2 cubes (train, val) in the format load_training_cubes returns."""
     out = []
     for seed in (21, 22):
-        _, s2, _ = data.make_synthetic_cube(seed, size=24, start="2020-01-01", end="2020-12-31")
+        _, s2, _ = synthetic.make_synthetic_cube(seed, size=24, start="2020-01-01", end="2020-12-31")
         out.append({"name": f"c{seed}", "arrays": {"s2": data.cube_array(s2, data.S2_BANDS)},
                     "days": {"s2": data.day_offsets(s2.time)}})
     return out
@@ -264,11 +266,11 @@ def test_one_cube_is_split_by_tiles(tmp_path):
     """One cube cannot be split by cube: it is cut into 28 px tiles 8 px apart (64 px: tiles at 0 and
     36 along y and x, 4 tiles -> train 2, val 1, test 1). Splits share no pixel and no two tiles of
     different splits come closer than 8 px; each tile holds exactly the cube's pixels there."""
-    _, s2, _ = data.make_synthetic_cube(seed=1, size=64, start="2020-03-01", end="2020-07-31")
-    data.write_cube(s2, tmp_path / "one_s2.nc")
-    loaded, splits = train.split_and_load([tmp_path / "one_s2.nc"], "s2", seed=0)
+    _, s2, _ = synthetic.make_synthetic_cube(seed=1, size=64, start="2020-03-01", end="2020-07-31")
+    synthetic.write_cube(s2, tmp_path / "one_s2.nc")
+    loaded, splits = readers.load_splits([tmp_path / "one_s2.nc"], "s2", seed=0)
     assert [len(splits[k]) for k in ("train", "val", "test")] == [2, 1, 1]
-    whole = data.cube_array(data.open_s2(tmp_path / "one_s2.nc"), data.S2_BANDS)          # (T, C, 64, 64)
+    whole = data.cube_array(readers.open_s2(tmp_path / "one_s2.nc"), data.S2_BANDS)          # (T, C, 64, 64)
     boxes = {}
     for split, cubes in loaded.items():
         for c in cubes:
@@ -300,7 +302,7 @@ def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
     42 % claim): its objective equals the weighted MAE, while the default is Eq. 5 with (0.23, 0.03, 0.74)
     and --lambdas sets other weights."""
     captured = {}
-    monkeypatch.setattr(train, "pretrain", lambda args, cfg, sampling, objective, meta: captured.update(
+    monkeypatch.setattr(train_s2, "pretrain", lambda args, cfg, sampling, objective, meta: captured.update(
         objective=objective, meta=meta))
     torch.manual_seed(0)
     pred, target = torch.rand(2, 11, 10, 15, 15), torch.rand(2, 11, 10, 15, 15)
