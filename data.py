@@ -121,6 +121,14 @@ def gather_patches(array, frames, y0, x0, patch):
     return windows[frames, :, y0[:, None], x0[:, None]]               # (N, F, C, P, P)
 
 
+def centre_is_clear(array, frames, y0, x0, cfg):
+    """The cloud policy of a sample: its central observation (frame F // 2, pixel (P // 2, P // 2))
+    is valid in every band. array (T, C, H, W), frames (N, F), corners (N,) -> keep (N,) bool."""
+    c = cfg.patch // 2
+    centre = array[frames[:, cfg.n_frames // 2], :, y0 + c, x0 + c]  # (N, C)
+    return ~np.isnan(centre).any(axis=1)
+
+
 def sample_patches(arrays, days, cfg, rng, key):
     """Sec. III-B samples of one cube: {name: (x (N, F, C, P, P) float32, d (N, F) float64 days)}.
 
@@ -143,9 +151,7 @@ def sample_patches(arrays, days, cfg, rng, key):
         if n not in days or np.shape(days[n]) != (T,):
             raise CubeError(f"sample_patches: days[{n!r}] missing or not of shape ({T},)")
     frames, y0, x0 = patch_index(T, H, W, cfg, rng)
-    c = cfg.patch // 2
-    centre = ref[frames[:, cfg.n_frames // 2], :, y0 + c, x0 + c]  # (N, C)
-    keep = ~np.isnan(centre).any(axis=1)
+    keep = centre_is_clear(ref, frames, y0, x0, cfg)
     frames, y0, x0 = frames[keep], y0[keep], x0[keep]
     return {n: (gather_patches(a, frames, y0, x0, cfg.patch),
                 np.asarray(days[n], dtype=np.float64)[frames])

@@ -12,6 +12,8 @@ split by cube). `python data.py inspect FILE` prints what these readers make of 
     python data.py inspect ../shared/realdata/s2_l2a_romania/*.nc
 """
 import csv
+import hashlib
+import json
 import os
 import re
 import sys
@@ -678,30 +680,72 @@ def load_training_cubes(paths, modality, bands=None, mask_var=None):
     return cubes
 
 
-def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None):
+def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cache=None):
     """Find cubes, split them by cube (Sec. II: never one cube in two splits), load each split.
 
     Fewer than 3 cubes (one real tile, say) cannot fill train, val and test: every cube is then cut
     into tiles TILE_GAP px apart (data.tile_cube) and the tiles are split instead; `tile` (px) forces
-    that with any number of cubes. Prints the split; returns ({split: [cube]}, {split: [name]})."""
+    that with any number of cubes. Cubes are read one at a time. With `cache` (a folder) each prepared
+    cube is written there once (cache_cube) and returned as files, so memory does not grow with the
+    number of cubes (train.PatchBatches reads only the patches of a batch); without it, the arrays
+    stay in memory. Prints the split; returns ({split: [cube]}, {split: [name]})."""
     entries = find_cubes(paths, modality)
-    if tile is None and len(entries) >= 3:
-        splits = split_cubes([cube_name(e) for e in entries], seed=seed)
-        by_name = {cube_name(e): e for e in entries}
-        cubes = {split: load_training_cubes([by_name[n] for n in members], modality, bands, mask_var)
-                 for split, members in splits.items()}
-    else:
-        size = tile or TILE_SIZE
-        tiles = [t for cube in load_training_cubes(entries, modality, bands, mask_var) for t in tile_cube(cube, size)]
-        if len(tiles) < 3:
-            raise CubeError(f"{len(entries)} cube(s) give {len(tiles)} tile(s) of {size} x {size} px "
+    by_tile = tile is not None or len(entries) < 3
+    size = tile or TILE_SIZE
+    by_name = {}
+    for k, entry in enumerate(entries, 1):
+        if cache is None:
+            (cube,) = load_training_cubes([entry], modality, bands, mask_var)
+            by_name.update((c["name"], c) for c in (tile_cube(cube, size) if by_tile else [cube]))
+        else:
+            by_name.update((c["name"], c) for c in cache_cube(entry, modality, bands, mask_var, size if by_tile else None,
+                                                                cache))
+            print(f"[{k}/{len(entries)}] {cube_name(entry)} prepared in {cache}", flush=True)
+    if by_tile:
+        if len(by_name) < 3:
+            raise CubeError(f"{len(entries)} cube(s) give {len(by_name)} tile(s) of {size} x {size} px "
                             f"({TILE_GAP} px apart): train, val and test need 3; give more cubes or a smaller --tile")
-        print(f"{len(entries)} cube(s): split by {len(tiles)} tiles of {size} x {size} px, {TILE_GAP} px apart")
-        splits = split_cubes([t["name"] for t in tiles], seed=seed)
-        by_name = {t["name"]: t for t in tiles}
-        cubes = {split: [by_name[n] for n in members] for split, members in splits.items()}
+        print(f"{len(entries)} cube(s): split by {len(by_name)} tiles of {size} x {size} px, {TILE_GAP} px apart")
+    splits = split_cubes(list(by_name), seed=seed)
     print("split: " + "; ".join(f"{k} {v}" for k, v in splits.items()))
-    return cubes, splits
+    return {split: [by_name[n] for n in members] for split, members in splits.items()}, splits
+
+
+CACHE_FORMAT = "deepfeat-cube-cache-v1"
+
+
+def cache_cube(entry, modality, bands, mask_var, tile, cache):
+    """One cube entry prepared once into `cache` -> its cubes (tiles when `tile` px) as files.
+
+    Folder cache/NAME-KEY/ holds one (T, C, H, W) float32 .npy per modality and cube, the day
+    offsets, and manifest.json, written last (temp file + rename): a folder without it is
+    unfinished and prepared again. KEY hashes what the preparation depends on (modality, bands,
+    mask, tile size, each source file's path, size and mtime), so a changed file or flag never
+    reuses stale arrays. Returned cubes: {"name", "arrays": {m: Path}, "days": {m: (T,)}}.
+    """
+    sources = [Path(p) for p in (entry if isinstance(entry, tuple) else (entry,))]
+    key = json.dumps([CACHE_FORMAT, modality, list(bands or S2_BANDS), mask_var, tile,
+                      [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in sources]])
+    folder = Path(cache) / f"{cube_name(entry)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        (cube,) = load_training_cubes([entry], modality, bands, mask_var)
+        written = []
+        for k, c in enumerate(tile_cube(cube, tile) if tile else [cube]):
+            for m in c["arrays"]:
+                for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m])):
+                    tmp = folder / f"{k}_{m}{suffix}.{os.getpid()}.tmp.npy"      # own name: DDP ranks may race
+                    np.save(tmp, np.ascontiguousarray(values))
+                    os.replace(tmp, folder / f"{k}_{m}{suffix}.npy")
+            written.append({"name": c["name"], "index": k, "modalities": list(c["arrays"])})
+        tmp = folder / f"manifest.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"key": key, "cubes": written}))
+        os.replace(tmp, manifest)
+    return [{"name": c["name"],
+             "arrays": {m: folder / f"{c['index']}_{m}.npy" for m in c["modalities"]},
+             "days": {m: np.load(folder / f"{c['index']}_{m}_days.npy") for m in c["modalities"]}}
+            for c in json.loads(manifest.read_text())["cubes"]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ class Context:
     panels: dict = field(default_factory=dict)     # figure panel title -> [(label, values per seed)]
 
     def stage_args(self, seed):
-        args = ["--seed", str(seed), "--device", self.device]
+        # one cache of prepared cubes for every training run (keyed by files and flags: never stale)
+        args = ["--seed", str(seed), "--device", self.device, "--cache", str(self.work / "cache")]
         if self.quick:
             args.append("--quick")
         if self.steps:
@@ -421,7 +422,8 @@ def centre_baselines(ctx, stage, name, seed):
     args, _ = parser.parse_known_args([*ctx.stage_args(seed), "--cubes", *ctx.cubes, "--out", str(out)])
     cfg, sampling, _ = train.start_stage(args, data.S1_SAMPLING if stage == "s1" else data.S2_SAMPLING, {})
     with contextlib.redirect_stdout(io.StringIO()):
-        cubes, _ = readers.load_splits(args.cubes, stage, cfg.seed, model.cfg.bands, tile=args.tile)
+        cubes, _ = readers.load_splits(args.cubes, stage, cfg.seed, model.cfg.bands, tile=args.tile,
+                                       cache=train.cache_dir(args))
     batches = train.split_batches(cubes, sampling, stage, cfg)
     train_b, test_b = batches["train"], batches["test"]
     spectra = torch.cat([x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[2]) for b in train_b(0) for x, _ in b.values()])

@@ -23,12 +23,14 @@ Not a script; see train_s2.py for the command line.
 import csv
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 import data
 import losses
@@ -57,6 +59,7 @@ class TrainConfig:
     min_lr: float = 1.5e-6
     monitor: str = "centre_mae"
     log_every: int = 20
+    workers: int = 0
 
 
 def warmup_lr(step, cfg):
@@ -68,36 +71,121 @@ def warmup_lr(step, cfg):
 
 
 def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """auto | cpu | cuda -> torch.device; under torchrun CUDA is this process's GPU (LOCAL_RANK)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu" if name == "auto" else name)
+
+
+def init_distributed(device_name):
+    """Under `torchrun --nproc_per_node N` (WORLD_SIZE > 1): join the process group, nccl on CUDA and
+    gloo on CPU, one GPU per process; every rank but 0 prints nothing. No-op in a plain run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        cuda = resolve_device(device_name).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+        if dist.get_rank() > 0:
+            sys.stdout = open(os.devnull, "w")
+
+
+def rank_and_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def sum_over_ranks(values):
+    """float64 tensor summed over the DDP ranks (itself in a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(values)
+    return values
 
 
 # ----------------------------------------------------------------------------------------------
 # 2. Batches of patches (Sec. III-B sampling, redrawn every epoch)
 # ----------------------------------------------------------------------------------------------
 
-def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True):
-    """Return epoch -> iterator of batches {modality: (x (B, T, C, H, W), days (B, T))}.
+def open_array(array):
+    """A cube's (T, C, H, W) float32 array: in memory, or a prepared .npy (readers.cache_cube) mapped
+    read-only, so that a batch reads only its own patches from disk."""
+    return np.load(array, mmap_mode="r") if isinstance(array, (str, os.PathLike)) else array
 
-    `cubes` as readers.load_training_cubes returns them. Frames are redrawn every epoch (seeded by
-    (seed, epoch), so a resumed run sees the same data).
+
+OPEN_CUBES = 8
+
+
+class PatchBatches(torch.utils.data.Dataset):
+    """The batches of one split and epoch; item i is batch i: {modality: (x (B, T, C, H, W), days (B, T))}.
+
+    The index (frames and corners of every patch) is drawn as data.sample_patches draws it: one rng
+    seeded (seed, epoch), so a resumed run sees the same data; cubes in split order, each through
+    data.patch_index and the centre check; then one permutation of all kept patches. A batch is then
+    gathered from the cubes it touches: memory holds the index (~40 bytes a patch) and one batch, not
+    the cubes. Under DDP (rank, world) a rank takes samples rank, rank + world, ... of each global batch,
+    so the ranks together see exactly the batch one process would.
     """
-    def batches(epoch=0):
+
+    def __init__(self, cubes, sampling, key, batch_size, seed, epoch=0, shuffle=True, rank=0, world=1):
+        self.cubes, self.sampling, self.batch_size, self.rank, self.world = cubes, sampling, batch_size, rank, world
+        self.mapped = {}                                  # (cube, modality) -> array, the last OPEN_CUBES opened
         rng = np.random.default_rng([seed, epoch])
-        parts = [data.sample_patches(c["arrays"], c["days"], sampling, rng, key) for c in cubes]
-        parts = [p for p in parts if len(p[key][0])]
-        if not parts:
-            return
-        merged = {m: (np.concatenate([p[m][0] for p in parts]), np.concatenate([p[m][1] for p in parts]))
-                  for m in parts[0]}
-        n = len(merged[key][0])
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            yield {m: (torch.from_numpy(x[idx]), torch.from_numpy(d[idx]).float()) for m, (x, d) in merged.items()}
+        cube, frames, y0, x0 = [], [], [], []
+        for k, c in enumerate(cubes):
+            ref = open_array(c["arrays"][key])                   # opened once here, closed when dropped
+            T, _, H, W = ref.shape
+            f, y, x = data.patch_index(T, H, W, sampling, rng)
+            keep = data.centre_is_clear(ref, f, y, x, sampling)
+            cube.append(np.full(keep.sum(), k, dtype=np.int32))
+            frames.append(f[keep].astype(np.int16))
+            y0.append(y[keep].astype(np.int32))
+            x0.append(x[keep].astype(np.int32))
+        self.cube = np.concatenate(cube) if cube else np.zeros(0, np.int32)         # (N,)
+        self.frames = np.concatenate(frames) if frames else np.zeros((0, sampling.n_frames), np.int16)  # (N, F)
+        self.y0 = np.concatenate(y0) if y0 else np.zeros(0, np.int32)
+        self.x0 = np.concatenate(x0) if x0 else np.zeros(0, np.int32)
+        n = len(self.cube)
+        self.order = (rng.permutation(n) if shuffle else np.arange(n)) if n else np.zeros(0, np.int64)
+
+    def __len__(self):
+        n = len(self.order)
+        short = n % self.batch_size                     # a last batch too small to give every rank a sample is left out
+        return n // self.batch_size + (short >= self.world)
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
+        cube = self.cube[idx]
+        batch = {}
+        for m in self.cubes[0]["arrays"]:
+            F, C, P = self.sampling.n_frames, self.array(0, m).shape[1], self.sampling.patch
+            x = np.empty((len(idx), F, C, P, P), np.float32)                       # (B, T, C, H, W)
+            days = np.empty((len(idx), F), np.float64)                             # (B, T)
+            for k in np.unique(cube):
+                rows = np.flatnonzero(cube == k)
+                frames = self.frames[idx[rows]].astype(np.int64)                   # (b, F)
+                x[rows] = data.gather_patches(self.array(k, m), frames, self.y0[idx[rows]], self.x0[idx[rows]], P)
+                days[rows] = self.cubes[k]["days"][m][frames]
+            batch[m] = (torch.from_numpy(x), torch.from_numpy(days).float())
+        return batch
+
+    def array(self, k, m):
+        """Cube k's (T, C, H, W) array of modality m. The last OPEN_CUBES stay mapped: opening costs
+        about a millisecond, and a few mapped cubes bound the memory whatever the number of cubes."""
+        if (k, m) not in self.mapped:
+            if len(self.mapped) >= OPEN_CUBES:
+                self.mapped.pop(next(iter(self.mapped)))
+            self.mapped[k, m] = open_array(self.cubes[k]["arrays"][m])
+        return self.mapped[k, m]
+
+
+def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True, workers=0):
+    """Return epoch -> iterator of batches (PatchBatches through a DataLoader with `workers`
+    reader processes), the form `fit` takes. Under DDP each rank gets its share of every batch."""
+    rank, world = rank_and_world()
+
+    def batches(epoch=0):
+        dataset = PatchBatches(cubes, sampling, key, batch_size, seed, epoch, shuffle, rank, world)
+        return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     return batches
 
 
@@ -105,7 +193,8 @@ def split_batches(cubes, sampling, key, cfg):
     """{split: cubes} -> {"train": epoch -> batches, "val": () -> batches, "test": () -> batches}.
 
     Only the training split is shuffled; val and test are the same patches at every evaluation."""
-    make = {split: patch_batches(c, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train")
+    make = {split: patch_batches(c, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train",
+                                 workers=cfg.workers)
             for split, c in cubes.items()}
     return {"train": make["train"], "val": lambda: make["val"](0), "test": lambda: make["test"](0)}
 
@@ -119,11 +208,14 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
 
     loss_fn(model, batch) -> (loss, {component: scalar tensor}) with cfg.monitor among them.
     train_batches(epoch) and val_batches() yield batches (dicts of tensors). Returns the history
-    (one dict per epoch) also written to OUT/log.csv and OUT/loss_curves.png.
+    (one dict per epoch) also written to OUT/log.csv and OUT/loss_curves.png. Under torchrun the
+    model is wrapped in DistributedDataParallel (gradients averaged over the ranks, each with its
+    share of every batch); metrics are summed over the ranks; rank 0 writes checkpoint and logs.
     """
     device = resolve_device(cfg.device)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
+    rank, world = rank_and_world()
     model.to(device)
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -137,6 +229,8 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
         plateau.load_state_dict(ckpt["scheduler"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
         print(f"resuming {ckpt_path} after epoch {start_epoch} (step {step})")
+    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
 
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -151,10 +245,10 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
             if lr is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            # forward and backward
+            # forward and backward (DDP averages the gradients of the ranks here)
             batch = to_device(batch, device)
             n = _batch_size(batch)
-            loss, comps = loss_fn(model, batch)
+            loss, comps = loss_fn(trained, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # clip and step
@@ -165,13 +259,14 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
             for k, v in comps.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             count += n
-            n_log += n
+            n_log += n * world
             if step % cfg.log_every == 0:
                 print(f"epoch {epoch + 1} | step {step} | loss {loss.item():.4f} | "
                       f"{n_log / max(time.time() - t_log, 1e-6):.0f} samples/s", flush=True)
                 t_log, n_log = time.time(), 0
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
+        totals, count = reduce_totals(totals, count)
         if count == 0:
             raise SystemExit("no training patches: every cube was too small, too short or too cloudy "
                              "for the sampling policy (see data.sample_patches)")
@@ -187,14 +282,22 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
         print(f"epoch {epoch + 1} | step {step} | " + " | ".join(
             f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +
             f" | {count / max(row['seconds'], 1e-6):.0f} samples/s", flush=True)
-        # checkpoint and logs (atomic: an interrupted run keeps this epoch)
-        save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),
-            "epoch": epoch + 1, "step": step, "history": history, "train_config": asdict(cfg)})
-        write_log(history, out_dir)
+        # checkpoint and logs, on rank 0 (atomic: an interrupted run keeps this epoch)
+        if rank == 0:
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),
+                "epoch": epoch + 1, "step": step, "history": history, "train_config": asdict(cfg)})
+            write_log(history, out_dir)
     model.eval()
     return history
+
+
+def reduce_totals(totals, count):
+    """Per-rank sums of the metrics ({name: float}, samples) -> their sums over the ranks."""
+    names = sorted(totals)
+    summed = sum_over_ranks(torch.tensor([totals[k] for k in names] + [count], dtype=torch.float64))
+    return dict(zip(names, summed[:-1].tolist())), int(summed[-1])
 
 
 def to_device(batch, device):
@@ -227,6 +330,10 @@ def recalibrate_batchnorm(model, loss_fn, batches, device, n_batches=10):
         loss_fn(model, to_device(batch, device))
     for m in norms:
         m.momentum = 0.1
+        if dist.is_initialized():                        # the ranks' averages of their shares, averaged
+            for stat in (m.running_mean, m.running_var):
+                dist.all_reduce(stat)
+                stat /= dist.get_world_size()
 
 
 @torch.no_grad()
@@ -241,6 +348,7 @@ def evaluate(model, loss_fn, batches, device):
         for k, v in comps.items():
             totals[k] = totals.get(k, 0.0) + float(v) * n
         count += n
+    totals, count = reduce_totals(totals, count)
     return {k: v / max(count, 1) for k, v in totals.items()}
 
 
@@ -248,8 +356,9 @@ def report_test(model, loss_fn, test_batches, cfg, out_dir):
     """Evaluate the held-out test cubes (Sec. IV-A2) and write OUT/test_metrics.csv."""
     metrics = evaluate(model, loss_fn, test_batches(), resolve_device(cfg.device))
     print("test | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    with open(Path(out_dir) / "test_metrics.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["metric", "value"], *metrics.items()])
+    if rank_and_world()[0] == 0:
+        with open(Path(out_dir) / "test_metrics.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["metric", "value"], *metrics.items()])
     return metrics
 
 
@@ -346,7 +455,9 @@ def init_output_bias(model, batches):
     """Start the decoder's output at each band's mean over one training batch (data-dependent init):
     otherwise the first ~100 steps only move the output from 0 to the reflectance level."""
     (x, _), = next(iter(batches(0))).values()                          # (B, T, C, H, W) with NaN
-    model.dec_out.bias.copy_(torch.nan_to_num(x.transpose(0, 2).flatten(1).nanmean(1)))
+    values = x.transpose(0, 2).flatten(1).double()                      # (C, B*T*H*W)
+    sums = sum_over_ranks(torch.stack([values.nansum(1), values.isfinite().sum(1).double()]))  # (2, C)
+    model.dec_out.bias.copy_(torch.nan_to_num(sums[0] / sums[1]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,6 +482,11 @@ def add_common_args(parser, out):
     parser.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and weights (default 0)")
     parser.add_argument("--out", default=out, help=f"output folder for checkpoint, log.csv and figures (default {out})")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (default: start fresh)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="folder for the prepared cubes, read patch by patch while training (default OUT/cache; "
+                             "reused when the files and flags are unchanged; share one between stages and runs)")
+    parser.add_argument("--workers", type=data.int_at_least(0), default=0,
+                        help="DataLoader processes reading batches (default 0: the training process reads them)")
     parser.add_argument("--s-stride", type=data.positive_int, default=None,
                         help="spatial sampling stride in pixels (default: the paper's, 15 for S1, 9 for S2 and fusion)")
     parser.add_argument("--kernel-alpha", type=float, default=0.1,
@@ -398,7 +514,8 @@ QUICK_S_STRIDE = 5
 def train_config_from_args(args):
     """TrainConfig from the common flags, with the --quick preset applied."""
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device)
+                      warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device,
+                      workers=args.workers)
     if args.quick:
         cfg = dataclasses.replace(cfg, **{**QUICK_TRAINING, "max_steps": args.max_steps or QUICK_TRAINING["max_steps"]})
     return cfg
@@ -412,11 +529,17 @@ def start_stage(args, sampling, sizes):
     `sizes` is the stage's quick size (QUICK_AUTOENCODER or QUICK_FUSION), used with --quick only."""
     prepare_output(args.out, args.resume)
     cfg = train_config_from_args(args)
+    init_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
     s_stride = args.s_stride or (QUICK_S_STRIDE if args.quick else None)
     if s_stride:
         sampling = dataclasses.replace(sampling, s_stride=s_stride)
     return cfg, sampling, (sizes if args.quick else {})
+
+
+def cache_dir(args):
+    """--cache, or OUT/cache: where readers.load_splits writes the prepared cubes."""
+    return Path(args.cache) if args.cache else Path(args.out) / "cache"
 
 
 def prepare_output(out_dir, resume):
