@@ -121,12 +121,16 @@ def gather_patches(array, frames, y0, x0, patch):
     return windows[frames, :, y0[:, None], x0[:, None]]               # (N, F, C, P, P)
 
 
-def centre_is_clear(array, frames, y0, x0, cfg):
+def clear_map(array):
+    """(T, C, H, W) values -> (T, H, W) bool: the observation is valid in every band."""
+    return np.isfinite(array).all(axis=1)
+
+
+def centre_is_clear(clear, frames, y0, x0, cfg):
     """The cloud policy of a sample: its central observation (frame F // 2, pixel (P // 2, P // 2))
-    is valid in every band. array (T, C, H, W), frames (N, F), corners (N,) -> keep (N,) bool."""
+    is valid in every band. clear (T, H, W) from clear_map, frames (N, F), corners (N,) -> (N,) bool."""
     c = cfg.patch // 2
-    centre = array[frames[:, cfg.n_frames // 2], :, y0 + c, x0 + c]  # (N, C)
-    return ~np.isnan(centre).any(axis=1)
+    return clear[frames[:, cfg.n_frames // 2], y0 + c, x0 + c]
 
 
 def sample_patches(arrays, days, cfg, rng, key):
@@ -151,7 +155,7 @@ def sample_patches(arrays, days, cfg, rng, key):
         if n not in days or np.shape(days[n]) != (T,):
             raise CubeError(f"sample_patches: days[{n!r}] missing or not of shape ({T},)")
     frames, y0, x0 = patch_index(T, H, W, cfg, rng)
-    keep = centre_is_clear(ref, frames, y0, x0, cfg)
+    keep = centre_is_clear(clear_map(ref), frames, y0, x0, cfg)
     frames, y0, x0 = frames[keep], y0[keep], x0[keep]
     return {n: (gather_patches(a, frames, y0, x0, cfg.patch),
                 np.asarray(days[n], dtype=np.float64)[frames])

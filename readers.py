@@ -24,9 +24,9 @@ import numpy as np
 import xarray as xr
 
 from data import (FUSION_SAMPLING, NO_MASK, S1_BANDS, S1_DB_RANGE, S1_SAMPLING, S2_BANDS, S2_SAMPLING, TILE_GAP,
-                  TILE_SIZE, CubeError, InputError, check_same_crs, crs_id, cube_array, day_offsets, db_to_linear,
-                  fusion_arrays, grid_mapping, linear_to_db, nearest_index, split_cubes, tile_cube, time_values,
-                  validate_cube)
+                  TILE_SIZE, CubeError, InputError, check_same_crs, clear_map, crs_id, cube_array, day_offsets,
+                  db_to_linear, fusion_arrays, grid_mapping, linear_to_db, nearest_index, split_cubes, tile_cube,
+                  time_values, validate_cube)
 from synthetic import LANDCOVER
 
 # ---------------------------------------------------------------------------------------------
@@ -711,7 +711,7 @@ def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cac
     return {split: [by_name[n] for n in members] for split, members in splits.items()}, splits
 
 
-CACHE_FORMAT = "deepfeat-cube-cache-v1"
+CACHE_FORMAT = "deepfeat-cube-cache-v2"
 
 
 def cache_cube(entry, modality, bands, mask_var, tile, cache):
@@ -721,7 +721,8 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
     offsets, and manifest.json, written last (temp file + rename): a folder without it is
     unfinished and prepared again. KEY hashes what the preparation depends on (modality, bands,
     mask, tile size, each source file's path, size and mtime), so a changed file or flag never
-    reuses stale arrays. Returned cubes: {"name", "arrays": {m: Path}, "days": {m: (T,)}}.
+    reuses stale arrays. Returned cubes: {"name", "arrays": {m: Path}, "clear": {m: Path} (data.clear_map,
+    (T, H, W) bool: the patch index reads it instead of every band), "days": {m: (T,)}}.
     """
     sources = [Path(p) for p in (entry if isinstance(entry, tuple) else (entry,))]
     key = json.dumps([CACHE_FORMAT, modality, list(bands or S2_BANDS), mask_var, tile,
@@ -734,7 +735,7 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
         written = []
         for k, c in enumerate(tile_cube(cube, tile) if tile else [cube]):
             for m in c["arrays"]:
-                for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m])):
+                for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m]), ("_clear", clear_map(c["arrays"][m]))):
                     tmp = folder / f"{k}_{m}{suffix}.{os.getpid()}.tmp.npy"      # own name: DDP ranks may race
                     np.save(tmp, np.ascontiguousarray(values))
                     os.replace(tmp, folder / f"{k}_{m}{suffix}.npy")
@@ -744,6 +745,7 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
         os.replace(tmp, manifest)
     return [{"name": c["name"],
              "arrays": {m: folder / f"{c['index']}_{m}.npy" for m in c["modalities"]},
+             "clear": {m: folder / f"{c['index']}_{m}_clear.npy" for m in c["modalities"]},
              "days": {m: np.load(folder / f"{c['index']}_{m}_days.npy") for m in c["modalities"]}}
             for c in json.loads(manifest.read_text())["cubes"]]
 

@@ -60,6 +60,7 @@ class TrainConfig:
     monitor: str = "centre_mae"
     log_every: int = 20
     workers: int = 0
+    amp: bool = False
 
 
 def warmup_lr(step, cfg):
@@ -132,10 +133,10 @@ class PatchBatches(torch.utils.data.Dataset):
         rng = np.random.default_rng([seed, epoch])
         cube, frames, y0, x0 = [], [], [], []
         for k, c in enumerate(cubes):
-            ref = open_array(c["arrays"][key])                   # opened once here, closed when dropped
-            T, _, H, W = ref.shape
-            f, y, x = data.patch_index(T, H, W, sampling, rng)
-            keep = data.centre_is_clear(ref, f, y, x, sampling)
+            # the key modality's (T, H, W) clear map: prepared with the cached cube, or made from the array
+            clear = open_array(c["clear"][key]) if "clear" in c else data.clear_map(open_array(c["arrays"][key]))
+            f, y, x = data.patch_index(*clear.shape, sampling, rng)
+            keep = data.centre_is_clear(clear, f, y, x, sampling)
             cube.append(np.full(keep.sum(), k, dtype=np.int32))
             frames.append(f[keep].astype(np.int16))
             y0.append(y[keep].astype(np.int32))
@@ -248,7 +249,8 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
             # forward and backward (DDP averages the gradients of the ranks here)
             batch = to_device(batch, device)
             n = _batch_size(batch)
-            loss, comps = loss_fn(trained, batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss, comps = loss_fn(trained, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # clip and step
@@ -431,12 +433,16 @@ def load_model(path, kind=None, modality=None, bands=None):
 # 5. Loss functions of the stages: loss_fn(model, batch) -> (loss, {component: scalar})
 # ----------------------------------------------------------------------------------------------
 
+# With --amp the model runs under bf16 autocast; every loss is computed in fp32 outside it (SSIM's
+# small differences of means and SAM's arccos near 1 lose their precision in bf16).
+
 def autoencoder_loss_fn(objective, weights):
     """loss_fn for a pretraining stage: reconstruct the patch, score it with `objective` (losses.py)."""
     def loss_fn(model, batch):
         (x, days), = batch.values()                         # x (B, T, C, H, W) with NaN
         recon, _ = model(x, days)
-        return objective(recon, x, torch.isfinite(x), weights.to(x.device))
+        with torch.autocast(x.device.type, enabled=False):
+            return objective(recon.float(), x, torch.isfinite(x), weights.to(x.device))
     return loss_fn
 
 
@@ -446,7 +452,9 @@ def fusion_loss_fn(weights):
         recon, _ = model(batch)
         targets = {m: x for m, (x, _) in batch.items()}                 # {m: (B, T, C, H, W)}
         valids = {m: torch.isfinite(x) for m, x in targets.items()}
-        return losses.fusion_loss(recon, targets, valids, {m: w.to(targets[m].device) for m, w in weights.items()})
+        with torch.autocast(next(iter(targets.values())).device.type, enabled=False):
+            return losses.fusion_loss({m: r.float() for m, r in recon.items()}, targets, valids,
+                                      {m: w.to(targets[m].device) for m, w in weights.items()})
     return loss_fn
 
 
@@ -485,6 +493,8 @@ def add_common_args(parser, out):
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="folder for the prepared cubes, read patch by patch while training (default OUT/cache; "
                              "reused when the files and flags are unchanged; share one between stages and runs)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast of the model's forward on GPU, losses in fp32 (default: fp32)")
     parser.add_argument("--workers", type=data.int_at_least(0), default=0,
                         help="DataLoader processes reading batches (default 0: the training process reads them)")
     parser.add_argument("--s-stride", type=data.positive_int, default=None,
@@ -515,7 +525,7 @@ def train_config_from_args(args):
     """TrainConfig from the common flags, with the --quick preset applied."""
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, max_steps=args.max_steps, seed=args.seed, device=args.device,
-                      workers=args.workers)
+                      workers=args.workers, amp=args.amp)
     if args.quick:
         cfg = dataclasses.replace(cfg, **{**QUICK_TRAINING, "max_steps": args.max_steps or QUICK_TRAINING["max_steps"]})
     return cfg

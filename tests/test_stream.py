@@ -83,7 +83,9 @@ def fake_cubes(folder, n, T=30, C=10, size=40):
         a = rng.random((T, C, size, size), dtype=np.float32)
         a[rng.random(a.shape) < 0.1] = np.nan
         np.save(folder / f"{k}.npy", a)
-        cubes.append({"name": f"c{k}", "arrays": {"s2": folder / f"{k}.npy"}, "days": {"s2": np.arange(T) * 5.0}})
+        np.save(folder / f"{k}_clear.npy", data.clear_map(a))
+        cubes.append({"name": f"c{k}", "arrays": {"s2": folder / f"{k}.npy"}, "clear": {"s2": folder / f"{k}_clear.npy"},
+                      "days": {"s2": np.arange(T) * 5.0}})
     return cubes
 
 
