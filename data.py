@@ -463,7 +463,7 @@ def add_mask_arg(parser):
 def run_cli(main, argv=None):
     """Run a command line's main(argv): bad input ends in one line on stderr and exit status 2.
 
-    InputError (CubeError, gpp.FluxError), a SystemExit carrying a message (checkpoint errors) and
+    InputError (CubeError, fluxnet.FluxError), a SystemExit carrying a message (checkpoint errors) and
     OSError (missing file, no permission, disk full) print "error: ..." instead of a traceback;
     Ctrl-C prints one line (exit 130): what was written before stays (checkpoints, embedding parts).
     """

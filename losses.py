@@ -12,6 +12,8 @@ Run the tests: python -m pytest -q tests/test_losses.py
 import torch
 import torch.nn.functional as F
 
+from data import N_FRAMES, PATCH
+
 # Sec. III-C: the fusion stage raises the central weight of Eq. 1, all other weights unchanged.
 FUSION_CENTRE_WEIGHT = {"s1": 1.5, "s2": 1.75}
 # Eq. 5 weights (MAE, SSIM, SAM) from the authors' latest code; an earlier note had (0.225, 0.025, 0.75).
@@ -26,7 +28,7 @@ COS_CLAMP = 1e-7
 
 # ---------------------------------------------------------------- Eq. 1: context weights
 
-def context_weights(T=11, H=15, W=15, alpha=0.1, centre_weight=1.0, ring_weight=0.01, normalise=True):
+def context_weights(T=N_FRAMES, H=PATCH, W=PATCH, alpha=0.1, centre_weight=1.0, ring_weight=0.01, normalise=True):
     """Spatio-temporal loss weights (Sec. III-A, Eq. 1): w(t, y, x) = alpha^|dt| * s(d), (T, H, W).
 
     s(0) = centre_weight and s(d) = ring_weight * alpha^(d-1) for Chebyshev ring distance

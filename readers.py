@@ -27,6 +27,7 @@ from data import (FUSION_SAMPLING, NO_MASK, S1_BANDS, S1_DB_RANGE, S1_SAMPLING, 
                   TILE_SIZE, CubeError, InputError, check_same_crs, clear_map, crs_id, cube_array, day_offsets,
                   db_to_linear, fusion_arrays, grid_mapping, linear_to_db, nearest_index, split_cubes, tile_cube,
                   time_values, validate_cube)
+from fluxnet import GPP, MISSING, QC
 from synthetic import LANDCOVER
 
 # ---------------------------------------------------------------------------------------------
@@ -780,10 +781,10 @@ def _inspect_csv(path):
     lines = [f"rows        : {len(rows)}"]
     if rows and "TIMESTAMP" in rows[0]:
         lines.append(f"dates       : {rows[0]['TIMESTAMP']} .. {rows[-1]['TIMESTAMP']}")
-    for col in ("GPP_NT_VUT_REF", "NEE_VUT_REF_QC"):
+    for col in (GPP, QC):
         if rows and col in rows[0]:
             v = np.array([float(r[col]) for r in rows])
-            lines.append(f"{col:<12}: {_range_text(np.where(v == -9999, np.nan, v))}  (-9999 = NaN)")
+            lines.append(f"{col:<12}: {_range_text(np.where(v == MISSING, np.nan, v))}  ({MISSING:g} = NaN)")
     return lines
 
 

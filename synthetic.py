@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from data import DAY, S1_BANDS, S2_BANDS, CubeError, day_offsets, db_to_linear
+from fluxnet import GPP, MISSING, QC
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic cubes (seeded fake data in the real format)
@@ -245,8 +246,8 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
                     coords={"time": s1_t, **grid},
                     attrs=dict(tower_attrs, sensor="Sentinel-1 RTC (synthetic)", units="linear"))
     gpp_ds = xr.Dataset(
-        {"GPP_NT_VUT_REF": ("time", gpp.astype(np.float32), {"units": "gC m-2 d-1"}),
-         "NEE_VUT_REF_QC": ("time", qc.astype(np.float32), {"units": "1"})},
+        {GPP: ("time", gpp.astype(np.float32), {"units": "gC m-2 d-1"}),
+         QC: ("time", qc.astype(np.float32), {"units": "1"})},
         coords={"time": daily}, attrs=dict(tower_attrs, landcover=LANDCOVER[int(lc[row, col])]))
     return s1, s2, gpp_ds
 
@@ -327,14 +328,14 @@ def write_fluxnet_csv(gpp, path):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     days = np.asarray(gpp["time"].values).astype("datetime64[D]").astype(str)
-    cols = ("GPP_NT_VUT_REF", "NEE_VUT_REF_QC")
+    cols = (GPP, QC)
     values = [np.asarray(gpp[c].values, dtype=np.float64) for c in cols]
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(("TIMESTAMP",) + cols)
         for i, day in enumerate(days):
             w.writerow([day.replace("-", "")] +
-                       [f"{v[i]:.5f}" if np.isfinite(v[i]) else "-9999" for v in values])
+                       [f"{v[i]:.5f}" if np.isfinite(v[i]) else f"{MISSING:g}" for v in values])
     os.replace(tmp, path)
 
 
