@@ -198,7 +198,7 @@ TILE_GAP = 8
 
 
 def tile_cube(cube, size=TILE_SIZE, gap=TILE_GAP):
-    """A loaded cube (see load_training_cubes) -> disjoint tiles of size x size px, `gap` px apart.
+    """A loaded cube (see readers.load_training_cubes) -> disjoint tiles of size x size px, `gap` px apart.
 
     Tiles start at 0, size + gap, ... along y and x while they fit; each is a cube of its own, named
     'NAME[y0:y1,x0:x1]', with views (no copies) of the cube's arrays.
@@ -292,7 +292,7 @@ def validate_cube(ds, bands, min_dates=N_FRAMES, min_size=PATCH, name="cube"):
 def match_s1_to_s2(s1, s2, max_gap_days=6.0):
     """For each S2 date the closest S1 acquisition within `max_gap_days` (Sec. III-C).
 
-    `s1` must already be on the S2 grid (open_s1(path, target=s2)). Returns a cube with S2's time,
+    `s1` must already be on the S2 grid (readers.open_s1(path, target=s2)). Returns a cube with S2's time,
     y, x, S1's variables (an all-NaN frame where no S1 lies within the gap; one S1 frame may serve
     several S2 dates), coordinate `s1_time` (time,) = the S1 acquisition used, or the S2 date itself
     where there is none (never NaT), and `s1_matched` (time,) bool. Ties go to the earlier S1 date.
@@ -310,7 +310,7 @@ def match_s1_to_s2(s1, s2, max_gap_days=6.0):
         if any(min(a[1], b[1]) < max(a[0], b[0]) for a, b in spans.values()):
             raise CubeError("match_s1_to_s2: S1 and S2 cubes do not overlap in space")
         raise CubeError("match_s1_to_s2: S1 is not on the S2 grid (y/x differ); "
-                        "regrid first with open_s1(path, target=s2)")
+                        "regrid first with readers.open_s1(path, target=s2)")
     d1, d2 = day_offsets(s1_t), day_offsets(s2_t)
     idx, _ = nearest_index(d1, d2)  # ties go to the lower value: the earlier S1 date
     matched = np.abs(d1[idx] - d2) <= max_gap_days
@@ -338,7 +338,7 @@ def match_s1_to_s2(s1, s2, max_gap_days=6.0):
 def fusion_arrays(s2, s1, bands, max_gap_days=6.0):
     """The fusion model's input of one area (Sec. III-C), written once for training and embedding.
 
-    s2: a prepared S2 cube; s1: a prepared S1 cube on the S2 grid (open_s1 / prepare_s1 with
+    s2: a prepared S2 cube; s1: a prepared S1 cube on the S2 grid (readers.open_s1 / prepare_s1 with
     target=s2). S1 is matched to the S2 dates (match_s1_to_s2); its days are the S1 acquisitions
     used, so the model sees the real S1 gaps. Returns arrays {"s1": (T, 2, H, W), "s2": (T, C, H, W)}
     and days {"s1": (T,), "s2": (T,)} (day_offsets), T = the S2 dates.

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -28,7 +29,6 @@ from data import (FUSION_SAMPLING, NO_MASK, S1_BANDS, S1_DB_RANGE, S1_SAMPLING, 
                   db_to_linear, fusion_arrays, grid_mapping, linear_to_db, nearest_index, split_cubes, tile_cube,
                   time_values, validate_cube)
 from fluxnet import GPP, MISSING, QC
-from synthetic import LANDCOVER
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the real products
@@ -695,13 +695,16 @@ def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cac
     size = tile or TILE_SIZE
     by_name = {}
     for k, entry in enumerate(entries, 1):
+        if cube_name(entry) in {n.split("[")[0] for n in by_name}:
+            raise CubeError(f"{entry}: two cubes are named {cube_name(entry)!r} (in different folders?); "
+                            "cube names must be unique, they decide the split")
         if cache is None:
             (cube,) = load_training_cubes([entry], modality, bands, mask_var)
             by_name.update((c["name"], c) for c in (tile_cube(cube, size) if by_tile else [cube]))
         else:
             by_name.update((c["name"], c) for c in cache_cube(entry, modality, bands, mask_var, size if by_tile else None,
                                                                 cache))
-            print(f"[{k}/{len(entries)}] {cube_name(entry)} prepared in {cache}", flush=True)
+            print(f"[{k}/{len(entries)}] {cube_name(entry)} ready in {cache}", flush=True)
     if by_tile:
         if len(by_name) < 3:
             raise CubeError(f"{len(entries)} cube(s) give {len(by_name)} tile(s) of {size} x {size} px "
@@ -713,6 +716,7 @@ def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cac
 
 
 CACHE_FORMAT = "deepfeat-cube-cache-v2"
+WRITER = f"{socket.gethostname()}-{os.getpid()}"      # temp-file names of this process: writers never collide
 
 
 def cache_cube(entry, modality, bands, mask_var, tile, cache):
@@ -722,7 +726,7 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
     offsets, and manifest.json, written last (temp file + rename): a folder without it is
     unfinished and prepared again. KEY hashes what the preparation depends on (modality, bands,
     mask, tile size, each source file's path, size and mtime), so a changed file or flag never
-    reuses stale arrays. Returned cubes: {"name", "arrays": {m: Path}, "clear": {m: Path} (data.clear_map,
+    reuses stale arrays (a change to the preparation code itself needs a new CACHE_FORMAT). Returned cubes: {"name", "arrays": {m: Path}, "clear": {m: Path} (data.clear_map,
     (T, H, W) bool: the patch index reads it instead of every band), "days": {m: (T,)}}.
     """
     sources = [Path(p) for p in (entry if isinstance(entry, tuple) else (entry,))]
@@ -737,11 +741,11 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
         for k, c in enumerate(tile_cube(cube, tile) if tile else [cube]):
             for m in c["arrays"]:
                 for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m]), ("_clear", clear_map(c["arrays"][m]))):
-                    tmp = folder / f"{k}_{m}{suffix}.{os.getpid()}.tmp.npy"      # own name: DDP ranks may race
+                    tmp = folder / f"{k}_{m}{suffix}.{WRITER}.tmp.npy"
                     np.save(tmp, np.ascontiguousarray(values))
                     os.replace(tmp, folder / f"{k}_{m}{suffix}.npy")
             written.append({"name": c["name"], "index": k, "modalities": list(c["arrays"])})
-        tmp = folder / f"manifest.{os.getpid()}.tmp"
+        tmp = folder / f"manifest.{WRITER}.tmp"
         tmp.write_text(json.dumps({"key": key, "cubes": written}))
         os.replace(tmp, manifest)
     return [{"name": c["name"],
@@ -803,8 +807,9 @@ def _inspect_nc(path):
         if tower:
             lines.append(f"tower pixel : row {tower['tower_row']}, col {tower['tower_col']}")
         if "landcover" in ds.data_vars:
-            lc = ds["landcover"].values
-            share = ", ".join(f"{n} {100 * np.mean(lc == i):.0f} %" for i, n in enumerate(LANDCOVER))
+            lc = ds["landcover"]                                         # CF flags: values and their meanings
+            share = ", ".join(f"{n} {100 * np.mean(lc.values == v):.0f} %"
+                              for v, n in zip(lc.attrs["flag_values"], lc.attrs["flag_meanings"].split()))
             lines.append(f"land cover  : {share}")
         s2_present = [b for b in S2_BANDS if b in _s2_names(ds)]
         s1_present = [b for b in S1_BANDS if b in _s1_names(ds)]

@@ -1,9 +1,11 @@
 """synthetic.py: seeded synthetic S1/S2 cubes in the real format, and the writers of sample_data/.
 
-Fake data that exercise the real code paths (torchgeo's practice): S2 as L2A digital numbers with an
-SCL layer and clouds, S1 as dB with speckle and gaps, a land-cover map of five classes with their
+Fake data in the cube format that the readers accept (torchgeo's practice): S2 surface reflectance
+with clouds and shadows already NaN (`cloud_mask` attribute), S1 gamma0 in linear units with
+speckle and gaps, a land-cover map of five classes (CF flag_values / flag_meanings) with their
 phenology, and for flux-tower cubes a daily GPP series written as a FLUXNET2015 FULLSET DD file.
-Every test and `sample_data/` use this one generator.
+Every test and `sample_data/` use this one generator; the tests of DN scaling, the BOA offset and
+the SCL mask write their own raw variants of it.
 
     python data.py make-sample-data          # rewrites sample_data/ deterministically (~2 s)
     python -c "import synthetic; s1, s2, gpp = synthetic.make_synthetic_cube(0, size=32); print(s2)"

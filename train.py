@@ -3,7 +3,8 @@
 train_s2.py (the autoencoder recipe, also used by train_s1.py), train_fusion.py (Sec. III-C) and
 gpp.py (Sec. IV-C) build their data, model, loss and list of trainable parameters, then call `fit`.
 Freezing is which parameters go to the optimizer (plus eval mode for frozen parts), never a second
-loop. Nothing here reads a cube file: batches arrive as plain iterators of tensors.
+loop. Nothing here reads a source file: the stage scripts prepare their cubes with readers.py, and
+the batches here are gathered from those prepared arrays (in memory or on disk).
 
 Reading order: 1. configs and the learning rate  2. batches of patches  3. the loop (`fit`)
 4. checkpoints  5. loss functions of the stages  6. the flags the stages share (the only code that
@@ -45,6 +46,7 @@ CHECKPOINT_FORMAT = "deepfeat-checkpoint-v1"
 
 @dataclass
 class TrainConfig:
+    """What `fit` needs; stored in every checkpoint. lr per step, warm-up and max in optimiser steps."""
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-4
@@ -93,7 +95,20 @@ def init_distributed(device_name):
 
 
 def rank_and_world():
+    """(this process's rank, number of processes): (0, 1) outside torchrun."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def main_rank_first(work):
+    """work() on rank 0, then on the other ranks: rank 0 prepares what they then only read (the cube
+    cache), so memory is one cube at a time on one rank. work() alone outside torchrun."""
+    rank, world = rank_and_world()
+    if rank > 0:
+        dist.barrier()
+    result = work()
+    if rank == 0 and world > 1:
+        dist.barrier()
+    return result
 
 
 def sum_over_ranks(values):
@@ -183,10 +198,16 @@ def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True, workers=
     """Return epoch -> iterator of batches (PatchBatches through a DataLoader with `workers`
     reader processes), the form `fit` takes. Under DDP each rank gets its share of every batch."""
     rank, world = rank_and_world()
+    if batch_size < world:
+        raise SystemExit(f"--batch-size {batch_size} is smaller than the {world} processes: it is the global batch, "
+                         "shared between them")
+    made = {}                                              # the index of the last epoch asked for, built once
 
     def batches(epoch=0):
-        dataset = PatchBatches(cubes, sampling, key, batch_size, seed, epoch, shuffle, rank, world)
-        return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+        if epoch not in made:
+            made.clear()
+            made[epoch] = PatchBatches(cubes, sampling, key, batch_size, seed, epoch, shuffle, rank, world)
+        return torch.utils.data.DataLoader(made[epoch], batch_size=None, num_workers=workers)
     return batches
 
 
@@ -236,7 +257,7 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
-        torch.manual_seed(cfg.seed * 1000 + epoch)          # dropout draws reproducible on resume
+        torch.manual_seed((cfg.seed * 1000 + epoch) * world + rank)   # dropout: reproducible on resume, own per rank
         model.train()
         t_epoch = time.time()
         totals, count, t_log, n_log = {}, 0, time.time(), 0
@@ -270,11 +291,12 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
                 break
         totals, count = reduce_totals(totals, count)
         if count == 0:
-            raise SystemExit("no training patches: every cube was too small, too short or too cloudy "
-                             "for the sampling policy (see data.sample_patches)")
+            raise SystemExit(f"no training {NO_SAMPLES}")
         # end of epoch: BatchNorm statistics, validation, the plateau schedule
         recalibrate_batchnorm(model, loss_fn, train_batches(epoch), device)
         val = evaluate(model, loss_fn, val_batches(), device)
+        if not val:
+            raise SystemExit(f"no validation {NO_SAMPLES}")
         if step >= cfg.warmup_steps and cfg.monitor in val:
             plateau.step(val[cfg.monitor])
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
@@ -295,6 +317,10 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
     return history
 
 
+NO_SAMPLES = ("samples: every cube (or window) of the split was too small, too short or too cloudy for "
+              "the sampling policy (data.sample_patches: the centre observation must be clear)")
+
+
 def reduce_totals(totals, count):
     """Per-rank sums of the metrics ({name: float}, samples) -> their sums over the ranks."""
     names = sorted(totals)
@@ -303,6 +329,7 @@ def reduce_totals(totals, count):
 
 
 def to_device(batch, device):
+    """A batch (tensors in dicts, tuples and lists) moved to `device`."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
@@ -311,6 +338,7 @@ def to_device(batch, device):
 
 
 def _batch_size(batch):
+    """B of a batch: the first dimension of its first tensor."""
     while not isinstance(batch, torch.Tensor):
         batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
     return batch.shape[0]
@@ -325,13 +353,14 @@ def recalibrate_batchnorm(model, loss_fn, batches, device, n_batches=10):
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.training]
     if not norms:
         return
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None                                               # cumulative average
     for batch, _ in zip(batches, range(n_batches)):
         loss_fn(model, to_device(batch, device))
-    for m in norms:
-        m.momentum = 0.1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
         if dist.is_initialized():                        # the ranks' averages of their shares, averaged
             for stat in (m.running_mean, m.running_var):
                 dist.all_reduce(stat)
@@ -462,7 +491,10 @@ def fusion_loss_fn(weights):
 def init_output_bias(model, batches):
     """Start the decoder's output at each band's mean over one training batch (data-dependent init):
     otherwise the first ~100 steps only move the output from 0 to the reflectance level."""
-    (x, _), = next(iter(batches(0))).values()                          # (B, T, C, H, W) with NaN
+    first = next(iter(batches(0)), None)
+    if first is None:
+        raise SystemExit(f"no training {NO_SAMPLES}")
+    (x, _), = first.values()                                            # (B, T, C, H, W) with NaN
     values = x.transpose(0, 2).flatten(1).double()                      # (C, B*T*H*W)
     sums = sum_over_ranks(torch.stack([values.nansum(1), values.isfinite().sum(1).double()]))  # (2, C)
     model.dec_out.bias.copy_(torch.nan_to_num(sums[0] / sums[1]))
@@ -505,9 +537,10 @@ def add_common_args(parser, out):
     parser.add_argument("--kernel-ring", type=float, default=0.01,
                         help="Eq. 1 weight of the first pixel ring relative to the centre (default 0.01)")
     parser.add_argument("--quick", action="store_true",
-                        help="CPU demo preset: a small model (QUICK_AUTOENCODER, QUICK_FUSION), 150 steps (or "
-                             "--max-steps) at lr 1e-3 with 20 warm-up steps and spatial stride 5 (overlapping "
-                             "patches: the sample cubes are small), about a minute on 2 cores")
+                        help=f"CPU demo preset: a small model (QUICK_AUTOENCODER, QUICK_FUSION), "
+                             f"{QUICK_TRAINING['max_steps']} steps (or --max-steps) at lr {QUICK_TRAINING['lr']:g} with "
+                             f"{QUICK_TRAINING['warmup_steps']} warm-up steps and spatial stride {QUICK_S_STRIDE} "
+                             "(overlapping patches: the sample cubes are small), about a minute on 2 cores")
 
 
 # --quick, the one CPU demo preset of every stage: the same architecture, narrower and shallower
@@ -557,7 +590,7 @@ def prepare_output(out_dir, resume):
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test.tmp"
+        probe = out / f".write_test.{os.getpid()}.tmp"                 # own name: DDP ranks probe at once
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
@@ -593,6 +626,7 @@ def write_log(history, out_dir):
 
 
 def plot_history(history, path):
+    """Train (solid) and val (dashed) of each loss component against the epoch, one panel each."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -53,8 +53,8 @@ def main(argv=None):
     cfg, sampling, sizes = train.start_stage(args, data.FUSION_SAMPLING, train.QUICK_FUSION)
     # data: S1 matched to the S2 dates (Sec. III-C), patches drawn where the S2 centre is clear
     autoencoders = {m: train.load_model(path, "autoencoder", m)[0] for m, path in checkpoints.items()}
-    cubes, splits = readers.load_splits(args.cubes, "fusion", cfg.seed, autoencoders["s2"].cfg.bands, args.mask_var,
-                                        args.tile, train.cache_dir(args))
+    cubes, splits = train.main_rank_first(lambda: readers.load_splits(
+        args.cubes, "fusion", cfg.seed, autoencoders["s2"].cfg.bands, args.mask_var, args.tile, train.cache_dir(args)))
     batches = train.split_batches(cubes, sampling, "s2", cfg)
     # model: the frozen autoencoders and new fusion layers (only those are trained, unless --unfreeze)
     model = FusionModel(autoencoders, FusionConfig(fused_dim=args.fused_dim, **sizes))

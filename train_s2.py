@@ -24,16 +24,17 @@ import train
 from deepfeat import AutoencoderConfig, ModalityAutoencoder
 
 
-def pretrain(args, model_cfg, sampling, objective, loss_meta=None):
+def pretrain(args, model_cfg, sampling, objective, loss_meta=None, mask_var=None):
     """One modality's pretraining stage (Sec. III-B): cubes -> patches -> autoencoder -> fit -> test.
 
     `objective(recon, x, valid, weights)` is the stage's loss (losses.s1_loss, losses.s2_loss);
-    `loss_meta` (e.g. the Eq. 5 lambdas) is stored in the checkpoint beside the Eq. 1 kernel."""
+    `loss_meta` (e.g. the Eq. 5 lambdas) is stored in the checkpoint beside the Eq. 1 kernel;
+    `mask_var` is S2's cloud mask (--mask-var, readers.prepare_s2)."""
     cfg, sampling, sizes = train.start_stage(args, sampling, train.QUICK_AUTOENCODER)
     m = model_cfg.modality
     # data: cubes split by cube (Sec. II), 15 x 15 px x 11-frame patches redrawn every epoch (Sec. III-B)
-    cubes, splits = readers.load_splits(args.cubes, m, cfg.seed, model_cfg.bands, getattr(args, "mask_var", None),
-                                        args.tile, train.cache_dir(args))
+    cubes, splits = train.main_rank_first(lambda: readers.load_splits(
+        args.cubes, m, cfg.seed, model_cfg.bands, mask_var, args.tile, train.cache_dir(args)))
     batches = train.split_batches(cubes, sampling, m, cfg)
     # model: the context-aware autoencoder (Sec. III-B), decoder output started at the band means
     model = ModalityAutoencoder(dataclasses.replace(model_cfg, **sizes))
@@ -63,7 +64,8 @@ def main(argv=None):
         parser.error("--lambdas sets the hybrid loss; --loss mae is lambdas 1 0 0")
     lambdas = (1.0, 0.0, 0.0) if args.loss == "mae" else tuple(args.lambdas or losses.S2_LAMBDAS)
     pretrain(args, AutoencoderConfig("s2", tuple(args.bands), args.latent_dim), data.S2_SAMPLING,
-             functools.partial(losses.s2_loss, lambdas=lambdas), {"loss": args.loss, "lambdas": lambdas})
+             functools.partial(losses.s2_loss, lambdas=lambdas), {"loss": args.loss, "lambdas": lambdas},
+             args.mask_var)
 
 
 if __name__ == "__main__":

@@ -31,32 +31,55 @@ def one_cube(tmp_path_factory):
     return folder / "one_s2.nc"
 
 
-def reference_batches(arrays, days, seed, epoch, batch_size):
-    """The in-memory definition: data.sample_patches on the whole cube, then one permutation."""
+def reference_batches(cubes, seed, epoch, batch_size, key="s2"):
+    """The in-memory definition: data.sample_patches on each whole cube in order (one rng), the
+    patches of all cubes concatenated, then one permutation -> [{modality: (x, days)}]."""
     rng = np.random.default_rng([seed, epoch])
-    x, d = data.sample_patches({"s2": arrays}, {"s2": days}, SAMPLING, rng, "s2")["s2"]
-    order = rng.permutation(len(x))
-    return [(x[order[i:i + batch_size]], d[order[i:i + batch_size]]) for i in range(0, len(x), batch_size)]
+    parts = [data.sample_patches(c["arrays"], c["days"], SAMPLING, rng, key) for c in cubes]
+    merged = {m: [np.concatenate([p[m][i] for p in parts]) for i in (0, 1)] for m in parts[0]}
+    order = rng.permutation(len(merged[key][0]))
+    return [{m: (x[order[i:i + batch_size]], d[order[i:i + batch_size]]) for m, (x, d) in merged.items()}
+            for i in range(0, len(order), batch_size)]
+
+
+def assert_same_batches(streamed, expected):
+    assert len(streamed) == len(expected) > 3
+    for batch, ref in zip(streamed, expected):
+        assert batch.keys() == ref.keys()
+        for m, (x, d) in ref.items():
+            np.testing.assert_array_equal(batch[m][0].numpy(), x)                 # NaN in the same places
+            np.testing.assert_array_equal(batch[m][1].numpy(), d.astype(np.float32))
 
 
 def test_streamed_batches_are_the_in_memory_samples(one_cube, tmp_path):
     """Read from the prepared cache, batch by batch, an epoch holds exactly the patches (values, NaN
     and days) of data.sample_patches for the same seed and epoch, in the same order; another epoch
     draws other frames. A shifted corner, a wrong frame or a dropped centre check would differ."""
-    cube = readers.open_s2(one_cube)
-    arrays, days = data.cube_array(cube, data.S2_BANDS), data.day_offsets(cube.time)
+    in_memory = readers.load_training_cubes([one_cube], "s2")
     (cached,) = readers.cache_cube(one_cube, "s2", None, None, None, tmp_path / "cache")
     assert isinstance(cached["arrays"]["s2"], os.PathLike)                    # a file, not an array in memory
     for epoch in (0, 3):
         streamed = list(train.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(epoch))
-        expected = reference_batches(arrays, days, seed=5, epoch=epoch, batch_size=16)
-        assert len(streamed) == len(expected) > 3
-        for batch, (x, d) in zip(streamed, expected):
-            np.testing.assert_array_equal(batch["s2"][0].numpy(), x)             # NaN in the same places
-            np.testing.assert_array_equal(batch["s2"][1].numpy(), d.astype(np.float32))
+        assert_same_batches(streamed, reference_batches(in_memory, seed=5, epoch=epoch, batch_size=16))
     first = [b["s2"][0] for b in train.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(0)]
     other = [b["s2"][0] for b in train.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(1)]
     assert not torch.equal(torch.nan_to_num(first[0]), torch.nan_to_num(other[0]))
+
+
+def test_streamed_fusion_batches_of_two_cubes_are_the_in_memory_samples(tmp_path):
+    """Two S1/S2 pairs (fusion): both modalities share each patch's frames and corners, each cube's
+    patches come from that cube with that cube's S1 and S2 days (a wrong cube index or the S2 days
+    given to S1 would differ), across the shuffled order of the two cubes' patches."""
+    for k, seed in enumerate((3, 4)):
+        s1, s2, _ = synthetic.make_synthetic_cube(seed, size=24 + 8 * k, start="2020-03-01", end="2020-08-31")
+        synthetic.write_cube(s1, tmp_path / f"p{k}_s1.nc")
+        synthetic.write_cube(s2, tmp_path / f"p{k}_s2.nc")
+    entries = readers.find_cubes([tmp_path], "fusion")
+    in_memory = readers.load_training_cubes(entries, "fusion")
+    cached = [c for e in entries for c in readers.cache_cube(e, "fusion", None, None, None, tmp_path / "cache")]
+    streamed = list(train.patch_batches(cached, SAMPLING, "s2", 8, seed=2)(1))
+    assert_same_batches(streamed, reference_batches(in_memory, seed=2, epoch=1, batch_size=8))
+    assert {int(k) for k in train.PatchBatches(cached, SAMPLING, "s2", 8, seed=2).cube} == {0, 1}
 
 
 def test_rank_shares_partition_each_global_batch(one_cube, tmp_path):

@@ -302,7 +302,7 @@ def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
     42 % claim): its objective equals the weighted MAE, while the default is Eq. 5 with (0.23, 0.03, 0.74)
     and --lambdas sets other weights."""
     captured = {}
-    monkeypatch.setattr(train_s2, "pretrain", lambda args, cfg, sampling, objective, meta: captured.update(
+    monkeypatch.setattr(train_s2, "pretrain", lambda args, cfg, sampling, objective, meta, mask_var: captured.update(
         objective=objective, meta=meta))
     torch.manual_seed(0)
     pred, target = torch.rand(2, 11, 10, 15, 15), torch.rand(2, 11, 10, 15, 15)
