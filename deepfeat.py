@@ -305,18 +305,28 @@ class ModalityAutoencoder(nn.Module):
         tokens = self.encode_frames(x.flatten(0, 1)).view(B, T, -1)    # (B, T, D)
         return self.encode_tokens(tokens, days)
 
-    def decode(self, z, days):
-        """latent (B, L), days (B, T) -> reconstruction (B, T, C, H, W)."""
+    def decode_tokens(self, z, days):
+        """latent (B, L), days (B, T) -> one decoded token per frame (B, T, D): the mirror of the
+        bottleneck, then the decoder transformer over the T frames."""
         cfg = self.cfg
         B, T = days.shape
         h = self.dec_latent(z).view(B, cfg.token_bottleneck, cfg.frame_bottleneck)  # (B, 16, 4)
         h = self.dec_frames(h).transpose(1, 2)                         # (B, T, 16)
         h = self.dec_token(h)                                          # (B, T, D)
-        h = self.dec_transformer(h + self.time_encoding(days - days[:, :1]))        # (B, T, D)
-        s = cfg.sizes[-1]
-        h = h.reshape(B * T, cfg.token_channels, s, s)                 # (B*T, 16, 4, 4)
-        out = self.dec_out(self.dec_blocks(h))                         # (B*T, C, H, W)
-        return out.view(B, T, len(cfg.bands), cfg.patch, cfg.patch)
+        return self.dec_transformer(h + self.time_encoding(days - days[:, :1]))     # (B, T, D)
+
+    def decode_frames(self, tokens):
+        """tokens (N, D) -> frames (N, C, H, W): each frame from its own token (embed.py decodes
+        only the central frame for embedding_quality)."""
+        s = self.cfg.sizes[-1]
+        h = tokens.reshape(-1, self.cfg.token_channels, s, s)          # (N, 16, 4, 4)
+        return self.dec_out(self.dec_blocks(h))                        # (N, C, H, W)
+
+    def decode(self, z, days):
+        """latent (B, L), days (B, T) -> reconstruction (B, T, C, H, W)."""
+        B, T = days.shape
+        out = self.decode_frames(self.decode_tokens(z, days).flatten(0, 1))      # (B*T, C, H, W)
+        return out.view(B, T, len(self.cfg.bands), self.cfg.patch, self.cfg.patch)
 
     def forward(self, x, days):
         z = self.encode(x, days)

@@ -13,8 +13,10 @@ s2_0..s2_8 for a fusion checkpoint (the latents for an autoencoder checkpoint). 
 a feature dimension is what xarray users select from (`ds.embedding.sel(feature="fused_0")`) and
 what models take as input (`.values[..., :7]`). `embedding_quality` (time, y, x): how well the frozen
 decoders reconstruct the central observation from the embedding, the centre MAE of Sec. IV-A per
-pixel-date (sample_centre_mae; `--no-quality` skips it). Chunks of CHUNK_DATES dates x CHUNK_PIXELS x
-CHUNK_PIXELS px, so that one date's map and one pixel's series both read a small share of the file.
+pixel-date (sample_centre_mae); decoding costs about as much as embedding, `--quality-every 3` keeps
+a 30 m grid of it for ~1/9 of that, `--quality-every 0` none. Chunks of CHUNK_DATES dates x
+CHUNK_PIXELS x CHUNK_PIXELS px, so that one date's map and one pixel's series both read a small
+share of the file: ~11 MiB per km^2 and year for a fusion checkpoint (bench.py).
 
 Gap semantics (the paper's): the embedding of (pixel, date) is the latent of the 15 x 15 x 11
 patch centred on that pixel and that S2 acquisition, so it is NaN where the central S2 observation
@@ -35,8 +37,10 @@ Row blocks, shards, resume: the cube is processed in row blocks (with a 7-row ha
 OUT.parts/ atomically; an interrupted run resumes from the finished blocks. `--shard K/N` embeds the
 K-th of N contiguous ranges of row blocks into OUT.shard-K-of-N.parts/ (resumable the same way) and
 `embed.py merge OUT` assembles the N folders: an unsharded run is shard 1/1 assembled at once, so
-both write the same bytes of every variable and attribute. The final netCDF is written to a temp
-file and renamed.
+both write the same bytes (tests/test_embed.py), given the same hardware and thread count per
+block. Shards must come from the same run (checkpoint hash, inputs, settings, grid and dates:
+merge names what differs); only the attribute code_version may list several versions, when the
+shards ran different code. The final netCDF is written to a temp file and renamed.
 """
 import argparse
 import hashlib
@@ -61,28 +65,32 @@ from deepfeat import FusionModel
 # checkpoint. A date's map reads 8 dates, a pixel's series 64 x 64 px: bench.py measures both.
 CHUNK_DATES = 8
 CHUNK_PIXELS = 64
-COMPRESSION = dict(zlib=True, complevel=1, shuffle=True)      # lossless; level 4 saved < 2 % more (bench.py)
+# Lossless. Shuffle makes the file 1.5x smaller; zlib level 4 saves 3 % more but reads 1.5x slower (bench.py).
+COMPRESSION = dict(zlib=True, complevel=1, shuffle=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # 1. Reference and fast paths over one padded block
 # ----------------------------------------------------------------------------------------------
 
-def embed_block(model, arrays, days, path="fast", quality=True, chunk=512, frame_chunk=256, device="cpu"):
-    """Embeddings of one block, and their quality (Sec. IV-A centre MAE) when `quality`.
+def embed_block(model, arrays, days, path="fast", quality_every=1, row0=0, chunk=512, frame_chunk=256, device="cpu"):
+    """Embeddings of one block, and their quality (Sec. IV-A centre MAE, sample_centre_mae).
 
     arrays {m: (T, C, h + 2 * half, w + 2 * half)} float32 with NaN, already padded by half = patch // 2
     px; days {m: (T,)} -> (embedding (T, h, w, F), quality (T, h, w) or None), float32, NaN where no
-    embedding is defined. The two paths differ only in how a window's latents (and reconstruction) are
-    computed. Batches are small on purpose: 256 frames / 512 windows stay in the CPU caches and run
-    2-4x faster per item than batches of 4096 on a 2-core machine.
+    embedding is defined. quality_every S: the quality of the pixels whose row in the cube (row0 = the
+    block's first) and column are multiples of S (S = 1: all; decoding costs about as much as
+    embedding, so S = 3 cuts it to ~1/9), NaN elsewhere; 0: no quality. The two paths differ only in
+    how a window's latents (and reconstruction) are computed. Batches are small on purpose: 256
+    frames / 512 windows stay in the CPU caches and run 2-4x faster per item than batches of 4096 on
+    a 2-core machine.
     """
     aes, ref, names = model_parts(model)
     n_frames, half = aes[ref].cfg.n_frames, aes[ref].cfg.patch // 2
     T, _, Hp, Wp = arrays[ref].shape
     h, w = Hp - 2 * half, Wp - 2 * half
     emb = np.full((T, h * w, len(names)), np.nan, dtype=np.float32)
-    qual = np.full((T, h * w), np.nan, dtype=np.float32) if quality else None
+    qual = np.full((T, h * w), np.nan, dtype=np.float32) if quality_every else None
     centre = {m: a[:, :, half:half + h, half:half + w].reshape(T, a.shape[1], h * w)    # (T, C, h*w)
               for m, a in arrays.items()}
     t_idx, p_idx = windows_to_embed(centre[ref], n_frames)
@@ -109,10 +117,15 @@ def embed_block(model, arrays, days, path="fast", quality=True, chunk=512, frame
                 latents[m] = ae.encode(torch.from_numpy(x).to(device), window_days[m])
         features = features_from_latents(model, latents, {m: d[:, n_frames // 2] for m, d in window_days.items()})
         emb[t, p] = features.float().cpu().numpy()
-        if quality:
-            recon = centre_reconstruction(model, features, window_days, path)  # {m: (N, C_m)}
-            qual[t, p] = sample_centre_mae(recon, {m: c[t, :, p] for m, c in centre.items()})
-    return emb.reshape(T, h, w, -1), (qual.reshape(T, h, w) if quality else None)
+        if not quality_every:
+            continue
+        on_grid = np.flatnonzero(((row0 + p // w) % quality_every == 0) & (p % w % quality_every == 0))   # (n,)
+        if len(on_grid):
+            q = torch.as_tensor(on_grid, device=device)
+            recon = centre_reconstruction(model, features[q], {m: d[q] for m, d in window_days.items()}, path)
+            tq, pq = t[on_grid], p[on_grid]
+            qual[tq, pq] = sample_centre_mae(recon, {m: c[tq, :, pq] for m, c in centre.items()})   # {m: (n, C_m)}
+    return emb.reshape(T, h, w, -1), (qual.reshape(T, h, w) if quality_every else None)
 
 
 def frame_tokens(ae, view, chunk, device):
@@ -178,7 +191,10 @@ def centre_reconstruction(model, features, days, path="fast"):
     fusion = isinstance(model, FusionModel)
     code = features[:, :model.cfg.fused_dim] if fusion else features                # (N, 7) or (N, L)
     if path == "reference":
-        full = model.decode(code, days) if fusion else {model.cfg.modality: model.decode(code, days[model.cfg.modality])}
+        if fusion:
+            full = model.decode(code, days)                                         # {m: (N, T, C, P, P)}
+        else:
+            full = {model.cfg.modality: model.decode(code, days[model.cfg.modality])}
         return {m: r[:, r.shape[1] // 2, :, r.shape[3] // 2, r.shape[4] // 2] for m, r in full.items()}
     aes, _, _ = model_parts(model)
     latents = {m: model.project_out[m](code) for m in aes} if fusion else {model.cfg.modality: code}
@@ -193,22 +209,18 @@ def decode_centre(ae, z, days):
     it, so its central pixel depends on every pixel of the frame. tests/test_embed.py checks this
     equals decode(z, days)[:, T // 2, :, P // 2, P // 2].
     """
-    cfg = ae.cfg
-    N, T = days.shape
-    s = cfg.sizes[-1]
-    h = ae.dec_latent(z).view(N, cfg.token_bottleneck, cfg.frame_bottleneck)      # (N, 16, 4)
-    h = ae.dec_token(ae.dec_frames(h).transpose(1, 2))                              # (N, T, D)
-    h = ae.dec_transformer(h + ae.time_encoding(days - days[:, :1]))[:, T // 2]     # (N, D)
-    frame = ae.dec_out(ae.dec_blocks(h.reshape(N, cfg.token_channels, s, s)))      # (N, C, P, P)
-    return frame[:, :, cfg.patch // 2, cfg.patch // 2]
+    T, P = days.shape[1], ae.cfg.patch
+    frame = ae.decode_frames(ae.decode_tokens(z, days)[:, T // 2])                  # (N, C, P, P)
+    return frame[:, :, P // 2, P // 2]
 
 
 def sample_centre_mae(recon, target):
     """embedding_quality: the centre MAE (Sec. IV-A) of each sample rather than of a batch.
 
     recon {m: (N, C_m)} tensors, target {m: (N, C_m)} arrays with NaN -> (N,) float32: the mean over the
-    modalities with a valid central value of mean_valid-bands |recon - target| (reflectance for S2, the
-    0-1 scaled dB of S1: the mean over modalities that train.py validates the fusion stage on).
+    modalities with a valid central value of mean_valid-bands |recon - target|, in reflectance (S2) and
+    0-1 scaled dB (S1), averaged over modalities as losses.fusion_loss's centre_mae that the fusion
+    stage is validated on.
     """
     per_modality = []
     for m, x in target.items():
@@ -263,7 +275,8 @@ class CubeReader:
                 arrays, days = {"s2": data.cube_array(s2, self.bands["s2"])}, {"s2": data.day_offsets(s2.time)}
         else:
             s1 = readers.prepare_s1(self.raw_s1.isel(y=slice(lo, hi)))
-            arrays, days, time_coord = {"s1": data.cube_array(s1, self.bands["s1"])}, {"s1": data.day_offsets(s1.time)}, s1.time
+            arrays, days = {"s1": data.cube_array(s1, self.bands["s1"])}, {"s1": data.day_offsets(s1.time)}
+            time_coord = s1.time
         pad = ((0, 0), (0, 0), (half - (r0 - lo), half - (hi - r1)), (half, half))
         return {m: np.pad(a, pad, mode="reflect") for m, a in arrays.items()}, days, time_coord
 
@@ -293,7 +306,7 @@ def _rows_near(raw, y_values, margin_px=2):
 # ----------------------------------------------------------------------------------------------
 
 def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="none", device="cpu",
-               amp=False, max_gap_days=6.0, mask_var=None, quality=True, shard=(1, 1)):
+               amp=False, max_gap_days=6.0, mask_var=None, quality_every=1, shard=(1, 1)):
     """Embed a cube block by block, resumably; write OUT (netCDF) atomically. Returns OUT.
 
     shard (K, N) with N > 1: embed only the K-th of N contiguous ranges of row blocks (shard_blocks)
@@ -305,8 +318,8 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     model.to(device)
     aes, ref, names = model_parts(model)
     bands = {m: ae.cfg.bands for m, ae in aes.items()}
-    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days, mask_var, aes[ref].cfg.patch // 2)
-    n_frames = aes[ref].cfg.n_frames
+    half, n_frames = aes[ref].cfg.patch // 2, aes[ref].cfg.n_frames
+    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days, mask_var, half)
     source = f"--{ref} {s2 if ref == 's2' else s1}"
     if len(reader.time) < n_frames:
         raise data.CubeError(f"{source}: {len(reader.time)} dates; an embedding needs {n_frames} "
@@ -315,16 +328,16 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     blocks = [(r, min(r + rows, reader.H)) for r in range(0, reader.H, rows)]
     sha = file_sha256(checkpoint)
     # everything the parts' numbers and the output file depend on: shards must agree on all of it
-    run = {"checkpoint_sha256": sha, "s2": str(s2), "s1": str(s1), "path": path, "amp": amp, "quality": quality,
+    run = {"checkpoint_sha256": sha, "s2": str(s2), "s1": str(s1), "path": path, "amp": amp,
            "blocks": blocks, "max_gap_days": max_gap_days, "mask_var": mask_var, "fill": fill, "source": source,
-           "header": output_header(reader, names, quality, attrs={
+           "header": output_header(reader, names, quality_every, attrs={
                "checkpoint": str(checkpoint), "checkpoint_sha256": sha,
                "checkpoint_kind": ckpt["kind"], "bands": json.dumps({m: list(b) for m, b in bands.items()}),
                "s2_source": str(s2), "s1_source": str(s1),
                "normalisation": "S2 reflectance (DN + offset) / 10000; S1 dB clipped to "
                                 + json.dumps(data.S1_DB_RANGE) + " and scaled to 0-1",
-               "gaps": "NaN where the central S2 observation is missing and for the first/last 5 dates; "
-                       "spatial edges reflect-padded by 7 px",
+               "gaps": f"NaN where the central S2 observation is missing and for the first/last {n_frames // 2} "
+                       f"dates; spatial edges reflect-padded by {half} px",
                "path": path})}
     k, n = shard
     mine = shard_blocks(blocks, k, n)
@@ -332,7 +345,7 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     _start_parts(parts, {"run": run, "shard": [k, n], "code_version": code_version()})
     done = sum((parts / _part_name(b)).exists() for b in mine)
     print(f"embedding {reader.H} x {reader.W} px in {len(blocks)} blocks of {rows} rows"
-          + (f", shard {k}/{n}: {len(mine)} blocks (rows {mine[0][0]}-{mine[-1][1] - 1})" if n > 1 else "")
+          + (f", shard {k}/{n}: {len(mine)} blocks (rows {_rows_text(mine) or 'none'})" if n > 1 else "")
           + f" ({path} path, {device}{', bf16' if amp else ''}); {done} done already", flush=True)
     t0, n_done, n_embedded = time.time(), 0, 0
     for i, (r0, r1) in enumerate(mine):
@@ -341,7 +354,7 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
             continue
         arrays, days, _ = reader.block(r0, r1)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            emb, qual = embed_block(model, arrays, days, path, quality, device=device)   # (T, rows, W, F), (T, rows, W)
+            emb, qual = embed_block(model, arrays, days, path, quality_every, r0, device=device)   # (T, rows, W, F)
         _save_atomic(part, emb if qual is None else np.concatenate([emb, qual[..., None]], axis=-1))
         n_done += 1
         n_embedded += int(np.isfinite(emb[..., 0]).sum())
@@ -371,7 +384,19 @@ def shard_blocks(blocks, k, n):
     return [tuple(b) for b in blocks[len(blocks) * (k - 1) // n:len(blocks) * k // n]]
 
 
+def _rows_text(blocks):
+    """Row blocks as the rows they cover: "0-3, 4-7" (runs of adjacent blocks joined: "0-7")."""
+    runs = []
+    for r0, r1 in blocks:
+        if runs and runs[-1][1] == r0:
+            runs[-1][1] = r1
+        else:
+            runs.append([r0, r1])
+    return ", ".join(f"{r0}-{r1 - 1}" for r0, r1 in runs)
+
+
 def parts_folder(out, k, n):
+    """OUT.parts for an unsharded run (shard 1/1), OUT.shard-K-of-N.parts for shard K of N."""
     return out.with_name(out.name + (".parts" if n == 1 else f".shard-{k}-of-{n}.parts"))
 
 
@@ -386,7 +411,7 @@ def _start_parts(parts, plan):
     if plan_file.exists():
         old = json.loads(plan_file.read_text())
         new = json.loads(json.dumps(plan))
-        if (old["run"], old["shard"]) != (new["run"], new["shard"]):
+        if (old.get("run"), old.get("shard")) != (new["run"], new["shard"]):
             raise SystemExit(f"{parts} holds blocks of a different run ({', '.join(_differences(old, new)) or 'shard'} "
                              "differ): remove it or choose another --out")
         return
@@ -398,7 +423,8 @@ def _start_parts(parts, plan):
 
 def _differences(a, b):
     """Names of the run settings that differ between two plans (header: the inputs' grid, dates or attributes)."""
-    return [key for key in sorted(set(a["run"]) | set(b["run"])) if a["run"].get(key) != b["run"].get(key)]
+    a, b = a.get("run", {}), b.get("run", {})
+    return [key for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
 
 
 def _save_atomic(path, array):
@@ -429,7 +455,7 @@ def assemble(out, folders):
         if plan["shard"][1] != plans[first]["shard"][1] or plan["run"] != plans[first]["run"]:
             what = _differences(plans[first], plan) or [f"shard count {plans[first]['shard'][1]} vs {plan['shard'][1]}"]
             raise SystemExit(f"{f.name} and {first.name} come from different runs ({', '.join(what)} differ): "
-                             "remove the stale folder")
+                             "remove the stale one")
     run, n = plans[first]["run"], plans[first]["shard"][1]
     shards = {plan["shard"][0]: f for f, plan in plans.items()}
     where, problems = {}, []
@@ -440,7 +466,7 @@ def assemble(out, folders):
         missing = [b for b in mine if b not in found]
         if missing:
             state = "missing" if k not in shards else f"unfinished ({len(missing)} of {len(mine)} blocks)"
-            problems.append(f"shard {k}/{n} {state}: rows " + ", ".join(f"{r0}-{r1 - 1}" for r0, r1 in missing))
+            problems.append(f"shard {k}/{n} {state}: rows {_rows_text(missing)}")
     if problems:
         raise SystemExit("; ".join(problems) + " not embedded: run those shards (the same command resumes them)")
     versions = sorted({plan["code_version"] for plan in plans.values()})
@@ -452,12 +478,12 @@ def assemble(out, folders):
     return out
 
 
-def output_header(reader, names, quality, attrs):
+def output_header(reader, names, quality_every, attrs):
     """Everything of the output file but the arrays, as JSON: the same for every shard of a run."""
     grid = reader.grid
     counts, units = exact_time(reader.time.values)
     gm = _grid_mapping_name(grid)
-    return {"time": counts.tolist(), "time_units": units, "features": names, "quality": quality,
+    return {"time": counts.tolist(), "time_units": units, "features": names, "quality_every": quality_every,
             "y": grid.y.values.tolist(), "x": grid.x.values.tolist(),
             "y_attrs": _plain_attrs(grid.y.attrs), "x_attrs": _plain_attrs(grid.x.attrs),
             "grid_mapping": gm, "grid_mapping_attrs": _plain_attrs(grid[gm].attrs) if gm else {},
@@ -525,12 +551,14 @@ def write_netcdf(out, part_files, run, code_version):
             var = nc.createVariable(v, "f4", ("time", "y", "x", "feature"), fill_value=np.float32(np.nan),
                                     chunksizes=(ct, cy, cx, F), **COMPRESSION)
             var.long_name = long_name
-        if header["quality"]:
+        S = header["quality_every"]
+        if S:
             var = nc.createVariable("embedding_quality", "f4", ("time", "y", "x"), fill_value=np.float32(np.nan),
                                     chunksizes=(ct, cy, cx), **COMPRESSION)
-            var.long_name, var.units, var.comment = "embedding quality: centre reconstruction MAE", "1", QUALITY_TEXT
+            var.long_name, var.units = "embedding quality: centre reconstruction MAE", "1"
+            var.comment = QUALITY_TEXT + ("" if S == 1 else f"; only at rows and columns that are multiples of {S}")
         if gm:
-            for v in list(variables) + (["embedding_quality"] if header["quality"] else []):
+            for v in list(variables) + (["embedding_quality"] if S else []):
                 nc[v].grid_mapping = gm
         nc.setncatts({**header["attrs"], "code_version": code_version})
         blocks = [tuple(b) for b in run["blocks"]]
@@ -547,7 +575,7 @@ def write_netcdf(out, part_files, run, code_version):
                 emb = tile[..., :F]
                 n_embedded += int(np.isfinite(emb[..., 0]).sum())
                 nc["embedding"][:, y0:y1, x0:x1] = emb
-                if header["quality"]:
+                if S:
                     nc["embedding_quality"][:, y0:y1, x0:x1] = tile[..., F]
                 if run["fill"] == "linear":
                     nc["embedding_filled"][:, y0:y1, x0:x1] = fill_linear(days, emb)
@@ -723,9 +751,10 @@ def main(argv=None):
                         help="fast (shared frame encodings, default) or reference (one patch per pixel-date)")
     parser.add_argument("--fill", choices=("none", "linear"), default="none",
                         help="also write embedding_filled, linear in time between valid dates (default none)")
-    parser.add_argument("--no-quality", dest="quality", action="store_false",
-                        help="skip embedding_quality (the centre MAE of the decoders' reconstruction, Sec. IV-A); "
-                             "decoding costs about as much as the fast path itself (bench.py). Default: computed")
+    parser.add_argument("--quality-every", type=data.int_at_least(0), default=1, metavar="S",
+                        help="embedding_quality (centre MAE of the decoders' reconstruction, Sec. IV-A) at the pixels "
+                             "whose row and column are multiples of S, NaN elsewhere; 0: none. Decoding costs about as "
+                             "much as embedding (bench.py): S = 3 adds ~1/9 of that. Default 1: every pixel-date")
     parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N",
                         help="embed only the K-th of N contiguous ranges of row blocks into OUT.shard-K-of-N.parts/ "
                              "(one machine of N, e.g. a Slurm array task); `embed.py merge OUT` then writes OUT. "
@@ -735,14 +764,15 @@ def main(argv=None):
                         help="S1 frames further than this from the S2 date are missing (default 6 days)")
     data.add_mask_arg(parser)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast: ~1.7x faster on CPU; on the sample model the median |difference| "
-                             "from float32 is 0.02 for features spreading 2-18. Default float32")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast, for GPUs (on this project's 2-core CPUs it measured from 1.7x "
+                             "faster to 10x slower than float32, by machine); on the sample model the median |difference| from float32 "
+                             "is 0.02 for features spreading 2-18. Default float32")
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint {args.checkpoint}: not found")
     embed_cube(_one_or_list(args.s2), args.s1, args.checkpoint, args.out, path=args.path, block_pixels=args.block_pixels,
                fill=args.fill, device=args.device, amp=args.amp, max_gap_days=args.max_gap_days, mask_var=args.mask_var,
-               quality=args.quality, shard=args.shard)
+               quality_every=args.quality_every, shard=args.shard)
 
 
 def _one_or_list(paths):

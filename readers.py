@@ -693,11 +693,13 @@ def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cac
     entries = find_cubes(paths, modality)
     by_tile = tile is not None or len(entries) < 3
     size = tile or TILE_SIZE
+    names = [cube_name(e) for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CubeError(f"two cubes are named {twice[0]!r} (in different folders?): "
+                        f"{', '.join(str(e) for e in entries if cube_name(e) == twice[0])}; names decide the split")
     by_name = {}
     for k, entry in enumerate(entries, 1):
-        if cube_name(entry) in {n.split("[")[0] for n in by_name}:
-            raise CubeError(f"{entry}: two cubes are named {cube_name(entry)!r} (in different folders?); "
-                            "cube names must be unique, they decide the split")
         if cache is None:
             (cube,) = load_training_cubes([entry], modality, bands, mask_var)
             by_name.update((c["name"], c) for c in (tile_cube(cube, size) if by_tile else [cube]))

@@ -94,6 +94,14 @@ def init_distributed(device_name):
             sys.stdout = open(os.devnull, "w")
 
 
+def end_distributed():
+    """Leave the process group together at the end of a stage (no-op in a plain run): a rank that
+    exits while another still talks to it can abort the job."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_and_world():
     """(this process's rank, number of processes): (0, 1) outside torchrun."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)

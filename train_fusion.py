@@ -70,6 +70,7 @@ def main(argv=None):
     if not args.unfreeze:
         check_frozen(model, checkpoints)
     train.report_test(model, loss_fn, batches["test"], cfg, args.out)
+    train.end_distributed()
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def pretrain(args, model_cfg, sampling, objective, loss_meta=None, mask_var=None
     train.fit(model, model.parameters(), loss_fn, batches["train"], batches["val"], cfg, args.out,
               {"kind": "autoencoder", "meta": {"splits": splits, "loss": {**(loss_meta or {}), **train.kernel_meta(args)}}},
               resume=args.resume)
-    return train.report_test(model, loss_fn, batches["test"], cfg, args.out)
+    metrics = train.report_test(model, loss_fn, batches["test"], cfg, args.out)
+    train.end_distributed()
+    return metrics
 
 
 def main(argv=None):

@@ -34,6 +34,7 @@ def main(out, batch_size=16):
     loss.backward()
     if rank == 0:
         torch.save({k: p.grad for k, p in model.named_parameters()}, out)
+    train.end_distributed()
 
 
 if __name__ == "__main__":

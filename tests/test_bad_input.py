@@ -81,6 +81,11 @@ CASES = [
      "--features: unknown feature set 'foo'"),
     ("validation tower that is not there", "gpp.py --flux {flux_csv} --features climatology --val-sites nowhere "
      "--out {empty_dir}", "--val-sites 'nowhere' is not one of the sites"),
+    ("embedding shard out of range", "embed.py --s2 {good_s2} --checkpoint {s2_ckpt} --out {out_nc} --shard 4/3",
+     "argument --shard: expected K/N with 1 <= K <= N, got '4/3'"),
+    ("merge before any shard ran", "embed.py merge {out_nc}", "no shard folders out.nc.shard-K-of-N.parts next to"),
+    ("two cubes of one name", "train_s2.py --cubes {good_dir} {laea_dir} --out {empty_dir}",
+     "two cubes are named 'c' (in different folders?)"),
     ("reproduce.py without a task", "reproduce.py", "give --quick (the whole table at quick size) or --claim NAME"),
     ("a claim that does not exist", "reproduce.py --claim speed", "argument --claim: invalid choice: 'speed'"),
     ("a file that is no cube", "data.py inspect {a_file}", "cannot read as netCDF"),

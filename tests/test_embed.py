@@ -1,5 +1,7 @@
 """Tests of embed.py: fast path == reference path == the model applied to patches cut by hand, row
-blocks, border padding, gap semantics, S1 dates, file layout, resume, errors, PCA.
+blocks, border padding, gap semantics, S1 dates, embedding_quality (== the centre MAE of the model's
+own reconstruction; rises off the training data), file layout (chunked, compressed, lossless), resume,
+shards + merge == one run, errors, PCA.
 
 The embedding tests use `sensitive`: tiny untrained models whose BatchNorm statistics are calibrated
 on the test cube, so that their output depends strongly on the input (with default BatchNorm
@@ -8,9 +10,11 @@ one date, and a window one date off moved them by ~4e-5, under an absolute 1e-4 
 relative to the spread of each feature: |difference| <= 1e-4 x its std, and each test shows that a
 patch off by one pixel or one date moves the features by far more than that.
 
-Run: python -m pytest -q tests/test_embed.py   (tiny models on small synthetic cubes; ~30 s on 2 cores
-     without the PCA test, which adds ~3-4 min training conftest.py's shared models)
+Run: python -m pytest -q tests/test_embed.py   (tiny models on small synthetic cubes; ~2 min on 2 cores
+     without the two tests of the quick start's trained model (PCA, quality off the training data),
+     which add ~3-4 min training conftest.py's shared models)
 """
+import filecmp
 import shutil
 
 import matplotlib.axes
@@ -443,6 +447,23 @@ def test_quality_is_centre_mae_of_the_reconstruction(prepared, fusion_ckpt, embe
         assert_distinct(wrong[:, None], want[:, None], std, f"reconstruction at {recon_at}, input at {target_at}")
 
 
+def test_quality_every_3_is_a_grid_of_the_cube(cube, fusion_ckpt, embedded, tmp_path):
+    """--quality-every 3: embedding_quality at the pixels whose row and column IN THE CUBE are multiples
+    of 3, equal there to the full layer (within 1e-4), NaN elsewhere; the embedding is unchanged. The
+    4-row blocks start at rows 0, 4, 8, 12, 16, so a grid counted from each block's first row would
+    show up (rows 4, 7, 8, 11, ... instead of 3, 6, 9, ...)."""
+    out = embed.embed_cube(cube[1], cube[0], fusion_ckpt, tmp_path / "q3.nc", block_pixels=100, quality_every=3)
+    full, every = (xr.open_dataset(f) for f in (embedded, out))
+    np.testing.assert_array_equal(every.embedding.values, full.embedding.values)
+    q, want = every.embedding_quality.values, full.embedding_quality.values      # (T, H, W)
+    grid = np.zeros(q.shape[1:], dtype=bool)
+    grid[::3, ::3] = True
+    assert np.isnan(q[:, ~grid]).all()
+    np.testing.assert_array_equal(np.isnan(q[:, grid]), np.isnan(want[:, grid]))
+    assert np.nanmax(np.abs(q[:, grid] - want[:, grid])) <= 1e-4
+    assert "multiples of 3" in every.embedding_quality.attrs["comment"]
+
+
 def test_sample_centre_mae_hand_computed():
     """Per sample: the mean |recon - target| over the valid bands of each modality, then the mean over
     the modalities with a valid band (a missing S1 acquisition leaves S2 alone)."""
@@ -505,7 +526,8 @@ def assert_same_netcdf(a, b):
 
 def test_three_shards_and_merge_equal_one_run(cube, fusion_ckpt, embedded, tmp_path, monkeypatch):
     """`--shard K/N` for N = 3, run out of order (the last through the CLI), then `embed.py merge`: the
-    same file as the unsharded run (every variable bit for bit, every attribute, chunks and filters).
+    same file as the unsharded run (every variable bit for bit, every attribute, chunks and filters;
+    the files are byte-identical).
     The 5 row blocks split into contiguous, disjoint ranges covering the cube (1 + 2 + 2 blocks),
     and a merge before shard 2 ran names its rows. Guards against overlapping or dropped blocks and
     against a merge that puts blocks in the wrong place (x, y or shard order)."""
@@ -516,7 +538,7 @@ def test_three_shards_and_merge_equal_one_run(cube, fusion_ckpt, embedded, tmp_p
     for k in (3, 1):
         assert embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100, shard=(k, 3)).is_dir()
     assert not out.exists()
-    with pytest.raises(SystemExit, match=r"^shard 2/3 missing: rows 4-7, 8-11 not embedded"):
+    with pytest.raises(SystemExit, match=r"^shard 2/3 missing: rows 4-11 not embedded"):
         embed.merge(out)
     embed.main(["--s2", str(cube[1]), "--s1", str(cube[0]), "--checkpoint", str(fusion_ckpt), "--out", str(out),
                 "--block-pixels", "100", "--shard", "2/3"])
@@ -526,6 +548,7 @@ def test_three_shards_and_merge_equal_one_run(cube, fusion_ckpt, embedded, tmp_p
     embed.main(["merge", str(out)])
     assert not list(tmp_path.glob("*.parts"))
     assert_same_netcdf(out, embedded)
+    assert filecmp.cmp(out, embedded, shallow=False)                              # even the bytes
 
 
 def test_merge_names_unfinished_and_foreign_shards(cube, fusion_ckpt, tmp_path, monkeypatch):
