@@ -18,6 +18,7 @@ import readers
 import synthetic
 import train
 from conftest import ROOT
+from deepfeat import AutoencoderConfig, ModalityAutoencoder
 
 SAMPLING = data.SamplingConfig(seq_len=20, t_stride=9, s_stride=4)       # overlapping: many patches per cube
 
@@ -181,3 +182,15 @@ def test_torchrun_trains_resumes_and_writes_once(tmp_path):
     again = torchrun(*common, "--max-steps", "3", "--resume")
     assert again.returncode == 0, again.stderr[-2000:]
     assert train.load_checkpoint(out / "checkpoint.pt")["step"] == 3
+
+
+def test_no_clear_centre_is_one_clear_error(tmp_path):
+    """A split whose every central observation is cloudy gives no batch: training stops with one
+    message naming the cause (not a StopIteration traceback from the first batch)."""
+    (cube,) = fake_cubes(tmp_path, 1)
+    np.save(cube["clear"]["s2"], np.zeros((30, 40, 40), bool))                 # every pixel-date cloudy
+    batches = train.patch_batches([cube], SAMPLING, "s2", 16, seed=0)
+    assert list(batches(0)) == []
+    model = ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9, **train.QUICK_AUTOENCODER))
+    with pytest.raises(SystemExit, match="no training samples: every cube .* too cloudy"):
+        train.init_output_bias(model, batches)
