@@ -405,8 +405,6 @@ def open_s2(path, bands=S2_BANDS, boa_offset="auto", mask_var=None, mask_snow=Fa
 # S1 loading (Sec. II: RTC gamma0 VV/VH, three-frame rolling mean in linear scale, 0-1)
 # ---------------------------------------------------------------------------------------------
 
-
-
 def normalise_s1(db, band):
     """dB -> 0-1 with the fixed bounds S1_DB_RANGE[band]: (dB - lo) / (hi - lo), clipped; NaN kept."""
     lo, hi = S1_DB_RANGE[band]
@@ -704,8 +702,8 @@ def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cac
             (cube,) = load_training_cubes([entry], modality, bands, mask_var)
             by_name.update((c["name"], c) for c in (tile_cube(cube, size) if by_tile else [cube]))
         else:
-            by_name.update((c["name"], c) for c in cache_cube(entry, modality, bands, mask_var, size if by_tile else None,
-                                                                cache))
+            prepared = cache_cube(entry, modality, bands, mask_var, size if by_tile else None, cache)
+            by_name.update((c["name"], c) for c in prepared)
             print(f"[{k}/{len(entries)}] {cube_name(entry)} ready in {cache}", flush=True)
     if by_tile:
         if len(by_name) < 3:
@@ -728,8 +726,9 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
     offsets, and manifest.json, written last (temp file + rename): a folder without it is
     unfinished and prepared again. KEY hashes what the preparation depends on (modality, bands,
     mask, tile size, each source file's path, size and mtime), so a changed file or flag never
-    reuses stale arrays (a change to the preparation code itself needs a new CACHE_FORMAT). Returned cubes: {"name", "arrays": {m: Path}, "clear": {m: Path} (data.clear_map,
-    (T, H, W) bool: the patch index reads it instead of every band), "days": {m: (T,)}}.
+    reuses stale arrays (a change to the preparation code itself needs a new CACHE_FORMAT).
+    Returned cubes: {"name", "arrays": {m: Path}, "clear": {m: Path} (data.clear_map, (T, H, W)
+    bool: the patch index reads it instead of every band), "days": {m: (T,)}}.
     """
     sources = [Path(p) for p in (entry if isinstance(entry, tuple) else (entry,))]
     key = json.dumps([CACHE_FORMAT, modality, list(bands or S2_BANDS), mask_var, tile,
@@ -742,7 +741,8 @@ def cache_cube(entry, modality, bands, mask_var, tile, cache):
         written = []
         for k, c in enumerate(tile_cube(cube, tile) if tile else [cube]):
             for m in c["arrays"]:
-                for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m]), ("_clear", clear_map(c["arrays"][m]))):
+                for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m]),
+                                       ("_clear", clear_map(c["arrays"][m]))):
                     tmp = folder / f"{k}_{m}{suffix}.{WRITER}.tmp.npy"
                     np.save(tmp, np.ascontiguousarray(values))
                     os.replace(tmp, folder / f"{k}_{m}{suffix}.npy")

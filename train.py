@@ -169,7 +169,7 @@ class PatchBatches(torch.utils.data.Dataset):
         self.y0 = np.concatenate(y0) if y0 else np.zeros(0, np.int32)
         self.x0 = np.concatenate(x0) if x0 else np.zeros(0, np.int32)
         n = len(self.cube)
-        self.order = (rng.permutation(n) if shuffle else np.arange(n)) if n else np.zeros(0, np.int64)
+        self.order = rng.permutation(n) if shuffle else np.arange(n)
 
     def __len__(self):
         n = len(self.order)
