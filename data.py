@@ -436,6 +436,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, keeping the command line as `argv` (the stages record it in their checkpoints)."""
+        parsed = super().parse_args(args, namespace)
+        parsed.argv = list(sys.argv[1:] if args is None else args)
+        return parsed
+
 
 def int_at_least(minimum):
     """argparse type for sizes, strides and counts: an integer >= minimum, refused up front."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quick start: every stage of the paper on sample_data/, CPU, quick mode (~5 min on 2 cores).
+# The quick start: every stage of the paper on sample_data/, CPU, quick mode (~25 min on 2 cores).
 # Each line is a command from README "Reproducing the paper"; outputs land in runs/quick/.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -213,17 +213,23 @@ def s1_loss(pred, target, valid, weights):
                              "context_mae": context_mae(pred, target, weights, valid)})
 
 
-def s2_loss(pred, target, valid, weights, lambdas=S2_LAMBDAS):
+def s2_loss(pred, target, valid, weights, lambdas=S2_LAMBDAS, balanced=False):
     """S2 hybrid objective (Eq. 5): L_S2 = l_MAE * weighted MAE + l_SSIM * (1 - SSIM) + l_SAM * SAM.
 
     SAM is context-weighted over the patch. lambdas default (0.23, 0.03, 0.74), the authors' latest
     code; an earlier note used (0.225, 0.025, 0.75). `centre_sam` is logged as the paper's reported SAM.
+
+    balanced=True (our switch, not the paper's): L = sum_i l_i * log(L_i), whose gradient is
+    sum_i l_i * grad(L_i) / L_i: each term counts by its RELATIVE improvement, weighted by its lambda,
+    whatever its units. In Eq. 5 as written, SAM (radians, ~5x the MAE of the same error on a 10-band
+    reflectance spectrum) outweighs the MAE gradient ~30x, and SAM is blind to brightness.
     """
-    l_mae, l_ssim, l_sam = lambdas
     terms = {"weighted_mae": weighted_mae(pred, target, weights, valid),
              "ssim": ssim_loss(pred, target, valid),
              "sam": sam(pred, target, valid, weights)}
-    total = l_mae * terms["weighted_mae"] + l_ssim * terms["ssim"] + l_sam * terms["sam"]
+    def scaled(term):                                          # log(0) guarded: a perfect term reads log(tiny)
+        return term.clamp(min=torch.finfo(term.dtype).tiny).log() if balanced else term
+    total = sum(l * scaled(terms[name]) for l, name in zip(lambdas, ("weighted_mae", "ssim", "sam")) if l > 0)
     return total, _detached({**terms,
                              "centre_sam": centre_sam(pred, target, valid),
                              "centre_mae": centre_mae(pred, target, valid),

@@ -24,7 +24,6 @@ import contextlib
 import csv
 import glob
 import io
-import json
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ import data
 import embed
 import fluxnet
 import gpp
+import learning
 import losses
 import readers
 import synthetic
@@ -85,24 +85,17 @@ class Context:
         return args
 
     def run(self, script, name, argv, result, out_file=None):
-        """Run `script.main(argv)` once into WORK/name (its stdout in run.log) and return result(out).
-
-        --out is the folder, or the file out_file in it. A finished run (same command, `done.json`
-        marker) is not repeated."""
+        """Run `script.main(argv)` once into WORK/name (learning.run_once) and return result(out).
+        --out is the folder, or the file out_file in it."""
         out = self.work / name
-        argv = [*argv, "--out", str(out / out_file if out_file else out)]
-        marker = out / "done.json"
-        if not (marker.is_file() and json.loads(marker.read_text()) == argv):
-            out.mkdir(parents=True, exist_ok=True)
-            tic = time.time()
-            with open(out / "run.log", "w") as log, contextlib.redirect_stdout(log):
-                script.main(argv)
-            marker.write_text(json.dumps(argv))
-            print(f"    {name}: {time.time() - tic:.0f} s", flush=True)
+        learning.run_once(script, out, argv, out / out_file if out_file else out)
         return result(out)
 
     def train(self, stage, name, seed, extra=(), cubes=None):
-        """Train one stage for one seed -> its test metrics {name: value} (OUT/test_metrics.csv)."""
+        """Train one stage for one seed -> its test metrics {name: value} (OUT/test_metrics.csv).
+        S2 trains the paper's Eq. 5 unless `extra` names a --loss (--quick alone would train the MAE)."""
+        if stage == "s2" and "--loss" not in extra:
+            extra = [*extra, "--loss", "hybrid"]
         argv = [*self.stage_args(seed), "--cubes", *(cubes or self.cubes), *extra]
         if stage == "fusion":           # the pretrained autoencoders of the same seed (same split)
             self.train("s1", "s1", seed)
@@ -384,33 +377,6 @@ def claim_gpp(ctx):
     return rows
 
 
-def pca_basis(spectra, k):
-    """Mean (C,) and leading k principal axes (C, k) of clear spectra (N, C), in float64."""
-    spectra = spectra.double()
-    mean = spectra.mean(0)
-    return mean, torch.linalg.eigh(torch.cov((spectra - mean).T))[1][:, -k:]
-
-
-def baseline_centres(x, days, mean, basis):
-    """The centre spectrum (B, C) of each patch as two baselines would give it.
-
-    pca      projected on the k principal axes and back: what a k-d linear code of the spectrum keeps
-             (missing bands taken as the training mean before projecting);
-    nearest  the same pixel on the clear frame (all bands valid) nearest in DAYS to the centre date,
-             the centre frame itself excluded (the training mean when no other frame is clear).
-    x (B, T, C, H, W) with NaN, days (B, T)."""
-    B, T, C, H, W = x.shape
-    centre = x[:, T // 2, :, H // 2, W // 2].double()                          # (B, C)
-    filled = torch.where(torch.isfinite(centre), centre, mean)
-    pca = (filled - mean) @ basis @ basis.T + mean
-    clear = torch.isfinite(x[:, :, :, H // 2, W // 2]).all(2)                  # (B, T) clear centre pixel
-    clear[:, T // 2] = False
-    gap = torch.where(clear, (days - days[:, T // 2:T // 2 + 1]).abs(), torch.inf)
-    nearest = x[torch.arange(B), gap.argmin(1), :, H // 2, W // 2]             # (B, C)
-    nearest = torch.where(clear.any(1, keepdim=True), nearest, mean.float())
-    return {"pca": pca.float(), "nearest": nearest}
-
-
 def centre_baselines(ctx, stage, name, seed):
     """Centre MAE of the trained autoencoder, of a PCA of the input bands with as many components as
     the latent (fitted on the training patches), and of the nearest clear date, on the test patches
@@ -428,7 +394,7 @@ def centre_baselines(ctx, stage, name, seed):
     train_b, test_b = batches["train"], batches["test"]
     spectra = torch.cat([x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[2]) for b in train_b(0) for x, _ in b.values()])
     k = min(model.cfg.latent_dim, spectra.shape[1])
-    mean, basis = pca_basis(spectra[torch.isfinite(spectra).all(1)], k)       # clear training pixels
+    mean, basis = learning.pca_basis(spectra[torch.isfinite(spectra).all(1)], k)       # clear training pixels
     totals, count = {}, 0
     for batch in test_b():
         (x, days), = batch.values()                                             # (B, T, C, H, W), (B, T)
@@ -436,7 +402,7 @@ def centre_baselines(ctx, stage, name, seed):
         valid = torch.isfinite(x)
         with torch.no_grad():
             recon, _ = model(x, days)
-        for method, centre in {"autoencoder": None, **baseline_centres(x, days, mean, basis)}.items():
+        for method, centre in {"autoencoder": None, **learning.baseline_centres(x, days, mean, basis)}.items():
             pred = recon
             if centre is not None:                                              # centre spectrum -> patch
                 pred = torch.nan_to_num(x)

@@ -6,7 +6,7 @@ strides 17/9). Context weights use centre weight 1.5 (S1) and 1.75 (S2). After t
 that every frozen tensor is bit-identical to the pretrained checkpoints (`--unfreeze`: the
 ablation that fine-tunes everything jointly instead).
 
-    python train_fusion.py --quick       # after train_s1.py --quick and train_s2.py --quick, ~1 min
+    python train_fusion.py --quick       # after train_s1.py --quick and train_s2.py --quick, ~4 min
     python train_fusion.py --cubes /data/cubes --s1-checkpoint runs/s1/checkpoint.pt \\
         --s2-checkpoint runs/s2/checkpoint.pt --device cuda --out runs/fusion
 
@@ -50,7 +50,7 @@ def main(argv=None):
     for m, path in checkpoints.items():
         if not Path(path).is_file():
             parser.error(f"--{m}-checkpoint {path}: not found (train it first with train_{m}.py)")
-    cfg, sampling, sizes = train.start_stage(args, data.FUSION_SAMPLING, train.QUICK_FUSION)
+    cfg, sampling, sizes = train.start_stage(args, data.FUSION_SAMPLING, train.QUICK_FUSION, train.QUICK_FUSION_TRAINING)
     # data: S1 matched to the S2 dates (Sec. III-C), patches drawn where the S2 centre is clear
     autoencoders = {m: train.load_model(path, "autoencoder", m)[0] for m, path in checkpoints.items()}
     cubes, splits = train.main_rank_first(lambda: readers.load_splits(
@@ -65,8 +65,9 @@ def main(argv=None):
     loss_fn = train.fusion_loss_fn(weights)
     train.fit(model, model.trainable_parameters(), loss_fn, batches["train"], batches["val"], cfg, args.out,
               {"kind": "fusion", "meta": {"splits": splits, "pretrained": checkpoints, "unfrozen": args.unfreeze,
-                                          "loss": train.kernel_meta(args)}},
-              resume=args.resume)
+                                          "loss": train.kernel_meta(args),
+                                          "command": ["train_fusion.py", *args.argv], "seed": cfg.seed}},
+              resume=args.resume, test_batches=batches["test"] if args.log_test else None)
     if not args.unfreeze:
         check_frozen(model, checkpoints)
     train.report_test(model, loss_fn, batches["test"], cfg, args.out)

@@ -6,7 +6,7 @@ The recipe is train_s2.py's `pretrain`, with S1's config, sampling and loss.
 With only two bands we use a 128-wide token (8 channels x 4 x 4) instead of S2's 256: S1's
 transformer then costs a quarter, and embedding speed is set by the transformers (bench.py).
 
-    python train_s1.py --quick                          # sample_data/, ~1 min on a 2-core CPU
+    python train_s1.py --quick                          # sample_data/, ~8 min on a 2-core CPU
     python train_s1.py --cubes /data/cubes --epochs 100 --device cuda --out runs/s1
 
 Writes OUT/checkpoint.pt, OUT/log.csv, OUT/loss_curves.png (Fig. 5), OUT/test_metrics.csv.

@@ -1,5 +1,5 @@
-"""Shared test setup: import the flat top-level scripts, find ../shared/realdata, and run the
-quick start's training once for the tests that need trained models.
+"""Shared test setup: import the flat top-level scripts, find ../shared/realdata, and point the
+tests that need trained models at the shipped ones (models/).
 
 Run the whole suite from the repository root with `python -m pytest -q tests`.
 """
@@ -30,25 +30,15 @@ def tiny_ae(modality, bands, latent):
 
 
 @pytest.fixture(scope="session")
-def quick_models(tmp_path_factory):
-    """The quick start's three training commands (train_s1/s2/fusion.py --quick on sample_data/,
-    ~2.5 min on 2 cores), run once and shared: by the tests that need an embedding that carries
-    information (PCA vs land cover, GPP vs climatology) and by the stage-CLI test.
-    Returns the output folder with s1/, s2/, fusion/ (checkpoint.pt, log.csv, test_metrics.csv)."""
-    import train_fusion
-    import train_s1
-    import train_s2
-
-    out = tmp_path_factory.mktemp("quick")
-    common = ["--quick", "--cubes", str(ROOT / "sample_data")]
-    train_s1.main([*common, "--out", str(out / "s1")])
-    train_s2.main([*common, "--out", str(out / "s2")])
-    train_fusion.main([*common, "--out", str(out / "fusion"), "--s1-checkpoint", str(out / "s1" / "checkpoint.pt"),
-                       "--s2-checkpoint", str(out / "s2" / "checkpoint.pt")])
-    return out
+def quick_models():
+    """The shipped models/ (s1/, s2/, fusion/ with checkpoint.pt, log.csv, test_metrics.csv): the
+    quick start's three training commands run to the end of the --quick preset (docs/learning.md),
+    for the tests that need an embedding that carries information (PCA vs land cover, GPP vs
+    climatology) and the fusion ablation."""
+    return ROOT / "models"
 
 
 @pytest.fixture(scope="session")
 def trained_fusion(quick_models):
-    """The quick start's fusion checkpoint."""
+    """The shipped fusion checkpoint."""
     return quick_models / "fusion" / "checkpoint.pt"

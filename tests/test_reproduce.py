@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import learning
 import reproduce
 
 
@@ -42,7 +43,7 @@ def test_nearest_clear_date_is_nearest_in_days():
     with one missing band is not clear; the centre frame is never its own baseline."""
     x, days = _patches()
     mean = torch.zeros(3, dtype=torch.float64)
-    out = reproduce.baseline_centres(x, days, mean, torch.eye(3, dtype=torch.float64))
+    out = learning.baseline_centres(x, days, mean, torch.eye(3, dtype=torch.float64))
     assert torch.allclose(out["nearest"][0], torch.tensor([0.7, 0.8, 0.9]))
     assert torch.allclose(out["nearest"][1], torch.tensor([0.1, 0.2, 0.3]))
 
@@ -54,15 +55,15 @@ def test_pca_baseline_by_hand():
     rng = np.random.default_rng(0)
     t = rng.normal(size=(500, 1))
     spectra = torch.tensor(np.c_[t, t, 0.01 * rng.normal(size=(500, 1))])
-    mean, basis = reproduce.pca_basis(spectra, 3)
-    assert torch.allclose(reproduce.baseline_centres(x, days, mean, basis)["pca"][0], torch.tensor([0.4, 0.5, 0.6]),
+    mean, basis = learning.pca_basis(spectra, 3)
+    assert torch.allclose(learning.baseline_centres(x, days, mean, basis)["pca"][0], torch.tensor([0.4, 0.5, 0.6]),
                           atol=1e-6)
-    mean, basis = reproduce.pca_basis(spectra, 1)
+    mean, basis = learning.pca_basis(spectra, 1)
     axis = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64) / 2 ** 0.5
     assert torch.allclose(basis[:, 0].abs(), axis, atol=1e-3)
     centre = torch.tensor([0.4, 0.5, 0.6], dtype=torch.float64)
     expected = mean + ((centre - mean) @ axis) * axis
-    assert torch.allclose(reproduce.baseline_centres(x, days, mean, basis)["pca"][0].double(), expected, atol=1e-3)
+    assert torch.allclose(learning.baseline_centres(x, days, mean, basis)["pca"][0].double(), expected, atol=1e-3)
 
 
 def test_tiny_run_writes_the_table(tmp_path):
@@ -85,6 +86,7 @@ def test_tiny_run_writes_the_table(tmp_path):
     markers = {p: p.stat().st_mtime_ns for p in work.rglob("done.json")}
     assert len(markers) == 6                                       # s2 hybrid, s2 mae, s1: 2 seeds each
     assert json.loads((work / "s2_mae/seed1/done.json").read_text())[-4:-2] == ["--loss", "mae"]
+    assert json.loads((work / "s2_hybrid/seed1/done.json").read_text())[-4:-2] == ["--loss", "hybrid"]   # Eq. 5
     reproduce.main(argv)
     assert {p: p.stat().st_mtime_ns for p in work.rglob("done.json")} == markers
 

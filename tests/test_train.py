@@ -18,6 +18,7 @@ import readers
 import losses
 import train
 import train_fusion
+import train_s1
 import train_s2
 from conftest import ROOT
 from deepfeat import AutoencoderConfig, ModalityAutoencoder
@@ -236,30 +237,86 @@ def test_mismatched_checkpoints_are_clear_errors(cubes, tmp_path):
         train.load_model(tmp_path / "missing.pt")
 
 
-def test_quick_preset_keeps_an_explicit_max_steps():
+def test_an_explicit_flag_wins_over_the_preset():
+    """--quick fills only the flags not given; without it the paper's (authors' code) settings hold."""
     parser = argparse.ArgumentParser()
     train.add_common_args(parser, out="runs/x")
-    assert train.train_config_from_args(parser.parse_args(["--quick"])).max_steps == 150
-    cfg = train.train_config_from_args(parser.parse_args(["--quick", "--max-steps", "2"]))
-    assert (cfg.max_steps, cfg.lr) == (2, 1e-3)
+    quick = train.train_config_from_args(parser.parse_args(["--quick"]))
+    assert {k: getattr(quick, k) for k in train.QUICK_TRAINING} == train.QUICK_TRAINING
+    fusion = train.train_config_from_args(parser.parse_args(["--quick"]), train.QUICK_FUSION_TRAINING)
+    assert fusion.max_steps == train.QUICK_FUSION_TRAINING["max_steps"] != quick.max_steps
+    given = ["--quick", "--max-steps", "2", "--lr", "3e-4", "--batch-size", "5", "--warmup-steps", "0",
+             "--epochs", "7", "--schedule", "plateau"]
+    cfg = train.train_config_from_args(parser.parse_args(given))
+    assert (cfg.max_steps, cfg.lr, cfg.batch_size, cfg.warmup_steps, cfg.epochs, cfg.schedule) == \
+        (2, 3e-4, 5, 0, 7, "plateau")
+    paper = train.train_config_from_args(parser.parse_args([]))
+    assert {k: getattr(paper, k) for k in train.PAPER_TRAINING} == train.PAPER_TRAINING
 
 
-def test_stage_clis_in_quick_mode(quick_models, tmp_path):
-    """The README's three training commands (run once by conftest.py): each writes its checkpoint
-    and test metrics from a by-cube split, the quick preset's small model, and fusion refuses an
-    S2 checkpoint given as S1."""
+@pytest.mark.parametrize("script", [train_s1, train_s2])
+def test_quick_lr_flag_trains_at_that_rate(script, tmp_path):
+    """`--quick --lr X` trains at X: the rate logged after the warm-up peak is X's cosine, not 1e-3's."""
+    script.main(["--quick", "--lr", "2e-4", "--warmup-steps", "1", "--max-steps", "2", "--cubes",
+                 str(ROOT / "sample_data"), "--out", str(tmp_path)])
+    ckpt = train.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["train_config"]["lr"] == 2e-4
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4, rel=1e-6)   # step 1 of 2: the peak
+
+
+def test_cosine_schedule_by_hand():
+    """Warm-up 4 steps from 0.001 x lr, then (1 + cos(pi p)) / 2 down to min_lr at total_steps: at
+    p = 1/2 the rate is halfway between lr and min_lr; plateau leaves the rate to the scheduler."""
+    cfg = train.TrainConfig(lr=1.0, warmup_steps=4, min_lr=0.1, schedule="cosine")
+    assert train.scheduled_lr(0, cfg, 14) == pytest.approx(0.001 + 0.999 / 4)
+    assert train.scheduled_lr(3, cfg, 14) == pytest.approx(1.0)
+    assert train.scheduled_lr(4, cfg, 14) == pytest.approx(1.0)                       # p = 0
+    assert train.scheduled_lr(9, cfg, 14) == pytest.approx(0.55)                      # p = 1/2
+    assert train.scheduled_lr(14, cfg, 14) == pytest.approx(0.1)                      # p = 1
+    assert train.scheduled_lr(4, dataclasses.replace(cfg, schedule="plateau"), 14) is None
+
+
+def test_stage_clis_in_quick_mode(tmp_path):
+    """The README's three training commands, 2 steps each: checkpoint, log and test metrics from a
+    by-cube split, the quick preset's small model, the command and seed recorded in the meta; fusion
+    refuses an S2 checkpoint given as S1."""
+    common = ["--quick", "--max-steps", "2", "--cubes", str(ROOT / "sample_data"), "--cache", str(tmp_path / "cache")]
+    train_s1.main([*common, "--out", str(tmp_path / "s1")])
+    train_s2.main([*common, "--out", str(tmp_path / "s2")])
+    checkpoints = ["--s1-checkpoint", str(tmp_path / "s1" / "checkpoint.pt"),
+                   "--s2-checkpoint", str(tmp_path / "s2" / "checkpoint.pt")]
+    train_fusion.main([*common, "--out", str(tmp_path / "fusion"), *checkpoints])
     for stage in ("s1", "s2", "fusion"):
-        assert (quick_models / stage / "test_metrics.csv").exists()
-        ckpt = train.load_checkpoint(quick_models / stage / "checkpoint.pt")
+        assert (tmp_path / stage / "test_metrics.csv").exists()
+        ckpt = train.load_checkpoint(tmp_path / stage / "checkpoint.pt")
         assert set(ckpt["meta"]["splits"]) == {"train", "val", "test"}
-        assert ckpt["step"] == 150
-    s2 = train.load_checkpoint(quick_models / "s2" / "checkpoint.pt")["model_config"]
-    assert {k: s2[k] for k in train.QUICK_AUTOENCODER} == train.QUICK_AUTOENCODER
-    wrong = ["--quick", "--max-steps", "2", "--cubes", str(ROOT / "sample_data"), "--out", str(tmp_path),
-             "--s1-checkpoint", str(quick_models / "s2" / "checkpoint.pt"),
-             "--s2-checkpoint", str(quick_models / "s2" / "checkpoint.pt")]
+        assert ckpt["step"] == 2 and ckpt["meta"]["seed"] == 0
+        assert ckpt["meta"]["command"][:2] == [f"train_{stage}.py", "--quick"]
+    s2 = train.load_checkpoint(tmp_path / "s2" / "checkpoint.pt")
+    assert {k: s2["model_config"][k] for k in train.QUICK_AUTOENCODER} == train.QUICK_AUTOENCODER
+    assert s2["meta"]["loss"]["loss"] == train.QUICK_S2_LOSS
+    wrong = [*common, "--out", str(tmp_path / "wrong"), "--s1-checkpoint", checkpoints[3], "--s2-checkpoint", checkpoints[3]]
     with pytest.raises(SystemExit, match="expected the s1"):
         train_fusion.main(wrong)
+
+
+@pytest.mark.parametrize("stage", ["s1", "s2"])
+def test_shipped_checkpoint_reruns_its_command(stage, tmp_path, monkeypatch):
+    """models/STAGE loads with weights_only, is the --quick recipe fully trained, and its recorded
+    command, rerun for its first epoch only, logs the same first-epoch training loss."""
+    ckpt = torch.load(ROOT / "models" / stage / "checkpoint.pt", map_location="cpu", weights_only=True)
+    command = ckpt["meta"]["command"]
+    assert command[0] == f"train_{stage}.py" and "--quick" in command and ckpt["meta"]["seed"] == 0
+    assert ckpt["step"] == train.QUICK_TRAINING["max_steps"]
+    argv = list(command[1:])
+    for flag, value in (("--out", tmp_path / "rerun"), ("--cache", tmp_path / "cache")):
+        argv[argv.index(flag) + 1] = str(value)
+    monkeypatch.chdir(ROOT)                                       # the recorded --cubes is relative
+    {"s1": train_s1, "s2": train_s2}[stage].main([*argv, "--epochs", "1"])
+    rerun = train.load_checkpoint(tmp_path / "rerun" / "checkpoint.pt")["history"][0]
+    first = ckpt["history"][0]
+    assert rerun["step"] == first["step"]
+    assert rerun["train_weighted_mae"] == pytest.approx(first["train_weighted_mae"], rel=1e-3)
 
 
 def test_one_cube_is_split_by_tiles(tmp_path):
@@ -308,6 +365,7 @@ def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
     pred, target = torch.rand(2, 11, 10, 15, 15), torch.rand(2, 11, 10, 15, 15)
     valid, weights = torch.isfinite(target), losses.context_weights()
     for argv, (l_mae, l_ssim, l_sam) in ((["--loss", "mae"], (1.0, 0.0, 0.0)), ([], (0.23, 0.03, 0.74)),
+                                         (["--quick"], (1.0, 0.0, 0.0)), (["--quick", "--loss", "hybrid"], (0.23, 0.03, 0.74)),
                                          (["--lambdas", "0.5", "0.2", "0.3"], (0.5, 0.2, 0.3))):
         train_s2.main(argv)
         total, parts = captured["objective"](pred, target, valid, weights)
@@ -315,6 +373,10 @@ def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
         assert float(total) == pytest.approx(float(expected), rel=1e-6)
         assert tuple(captured["meta"]["lambdas"]) == (l_mae, l_ssim, l_sam)
     assert float(parts["ssim"]) > 0.1 and float(parts["sam"]) > 0.1           # the terms --loss mae drops
+    train_s2.main(["--loss", "balanced"])                                     # lambda * log(term), summed
+    total, parts = captured["objective"](pred, target, valid, weights)
+    expected = sum(l * torch.log(parts[k]) for l, k in zip(losses.S2_LAMBDAS, ("weighted_mae", "ssim", "sam")))
+    assert float(total) == pytest.approx(float(expected), rel=1e-6) and captured["meta"]["loss"] == "balanced"
 
 
 def test_kernel_flags_set_eq1(tmp_path):

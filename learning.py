@@ -1,0 +1,439 @@
+"""learning.py: does the method learn? Learning curves against trivial predictors of the centre.
+
+A reconstruction error means little alone: Sec. IV-A reports the centre MAE of the autoencoders, and
+this script puts it on a curve, step by step, beside what needs no learning at all, computed on the
+SAME patches (the stage's own val and test batches):
+  constant      the training split's mean spectrum (one spectrum for every patch);
+  series mean   the same pixel averaged over every other date of its cube (a whole year);
+  window mean   the same pixel averaged over the patch's other frames (~100 days around the centre);
+  nearest date  the same pixel on the clear frame nearest in days to the centre date (centre left out);
+  PCA-k         the centre spectrum through a k-component PCA of the training spectra, k = the latent
+                size (what a linear code of the same size keeps; exact for S1, 2 of 2 bands).
+The autoencoder sees the centre observation, the first three predictors do not: a model below them
+has learned to carry the centre through its bottleneck. It also runs the ablations that explain why
+Eq. 5 as written stalls here (docs/learning.md), and measures each Eq. 5 term's gradient.
+
+    python learning.py --quick                  # sample_data + real S2 Romania / S1 Myanmar, ~60 min on 2 cores
+    python learning.py --quick --runs s2 s1     # some runs only (--list names them)
+    python learning.py --runs s2 --steps 20000 --device cuda --work runs/learning_gpu   # full size, on a GPU
+
+Every run is a stage command (train_s1.py, train_s2.py, train_fusion.py with --log-test) into
+WORK/<run>/, reused when its command is unchanged: an interrupted study resumes. Writes
+docs/learning.md and docs/learning.png (with --quick; WORK otherwise).
+"""
+import contextlib
+import csv
+import glob
+import io
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data
+import losses
+import readers
+import train
+import train_fusion
+import train_s1
+import train_s2
+
+ROOT = Path(__file__).resolve().parent
+REALDATA = ROOT.parent / "shared" / "realdata"
+ROMANIA = sorted(glob.glob(str(REALDATA / "s2_l2a_romania" / "*.nc")))
+MYANMAR = [str(REALDATA / "s1_grd_myanmar" / "s1_vv_vh_myanmar_2014_2018.nc")]
+ROMANIA_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11")     # the six bands its two files hold
+ABLATION_STEPS = 800                                           # optimiser steps of the ablations and real areas
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Trivial predictors of the centre spectrum
+# ----------------------------------------------------------------------------------------------
+
+def pca_basis(spectra, k):
+    """Mean (C,) and leading k principal axes (C, k) of clear spectra (N, C), in float64."""
+    spectra = spectra.double()
+    mean = spectra.mean(0)
+    return mean, torch.linalg.eigh(torch.cov((spectra - mean).T))[1][:, -k:]
+
+
+def baseline_centres(x, days, mean, basis, series_mean=None):
+    """The centre spectrum (B, C) of each patch as the trivial predictors give it.
+
+    constant       the training mean spectrum `mean`;
+    series_mean    `series_mean` (B, C) as given (series_means: the pixel over its cube's other dates);
+    window_mean    the centre pixel's mean over the patch's other frames, band by band (NaN skipped;
+                   `mean` where a band has no other valid frame);
+    nearest        the centre pixel on the clear frame (all bands valid) nearest in DAYS to the centre
+                   date, the centre frame itself excluded (`mean` when no other frame is clear);
+    pca            the centre projected on the principal axes `basis` and back (missing bands taken
+                   as `mean` before projecting).
+    x (B, T, C, H, W) with NaN, days (B, T)."""
+    B, T, C, H, W = x.shape
+    pixel = x[:, :, :, H // 2, W // 2].double()                                 # (B, T, C) the centre pixel
+    centre = pixel[:, T // 2]                                                   # (B, C)
+    filled = torch.where(torch.isfinite(centre), centre, mean)
+    pca = (filled - mean) @ basis @ basis.T + mean
+    others = torch.cat([pixel[:, :T // 2], pixel[:, T // 2 + 1:]], dim=1)       # (B, T-1, C)
+    temporal = others.nanmean(1)                                                # (B, C)
+    temporal = torch.where(torch.isfinite(temporal), temporal, mean)
+    clear = torch.isfinite(pixel).all(2)                                        # (B, T) clear centre pixel
+    clear[:, T // 2] = False
+    gap = torch.where(clear, (days - days[:, T // 2:T // 2 + 1]).abs(), torch.inf)
+    nearest = pixel[torch.arange(B), gap.argmin(1)]                             # (B, C)
+    nearest = torch.where(clear.any(1, keepdim=True), nearest, mean)
+    found = {"constant": mean.expand(B, C), "window_mean": temporal, "nearest": nearest, "pca": pca}
+    if series_mean is not None:
+        found["series_mean"] = torch.where(torch.isfinite(series_mean), series_mean.double(), mean)
+    return {name: v.float() for name, v in found.items()}
+
+
+def series_means(batches, modality):
+    """For the batches of a PatchBatches (unshuffled), each patch's centre pixel averaged over every
+    date of its cube but the centre date, band by band -> one (B, C) tensor per batch."""
+    maps = {}                                        # the current cube: {k: (sums (C, H, W), counts, array)}
+    P, F = batches.sampling.patch, batches.sampling.n_frames
+    for i in range(len(batches)):
+        idx = batches.order[i * batches.batch_size:(i + 1) * batches.batch_size]
+        out = []
+        for k, f, y, x in zip(batches.cube[idx], batches.frames[idx], batches.y0[idx], batches.x0[idx]):
+            if k not in maps:
+                a = np.asarray(train.open_array(batches.cubes[k]["arrays"][modality]), dtype=np.float64)
+                maps = {k: (np.nansum(a, 0), np.isfinite(a).sum(0), a)}      # (C, H, W) sums and counts
+            total, n, a = maps[k]
+            yc, xc, t = y + P // 2, x + P // 2, f[F // 2]
+            v = a[t, :, yc, xc]
+            ok = np.isfinite(v)
+            out.append((total[:, yc, xc] - np.where(ok, v, 0)) / np.maximum(n[:, yc, xc] - ok, 1))
+        yield torch.from_numpy(np.array(out))
+
+
+def training_spectra(batches, modality, n_batches=20):
+    """Clear spectra (N, C) of every pixel of the first n training batches of one modality."""
+    chunks = []
+    for batch, _ in zip(batches(0), range(n_batches)):
+        x = batch[modality][0]                                                  # (B, T, C, H, W)
+        chunks.append(x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[2]))
+    spectra = torch.cat(chunks)
+    return spectra[torch.isfinite(spectra).all(1)]
+
+
+@torch.no_grad()
+def centre_scores(batches, modality, mean, basis, predict=None, series=None):
+    """Centre MAE and centre SAM of each predictor over `batches` -> {(method, metric): value}.
+    predict(batch) -> the model's reconstruction of `modality` (B, T, C, H, W), scored as "model";
+    series yields each batch's series_mean (series_means)."""
+    totals, count = {}, 0
+    for batch, series_mean in zip(batches, series if series is not None else itertools.repeat(None)):
+        x, days = batch[modality]                                               # (B, T, C, H, W), (B, T)
+        B, T, C, H, W = x.shape
+        valid = torch.isfinite(x)
+        preds = {"model": predict(batch)} if predict else {}
+        for method, centre in baseline_centres(x, days, mean, basis, series_mean).items():
+            pred = torch.nan_to_num(x)                                          # only the centre is scored
+            pred[:, T // 2, :, H // 2, W // 2] = centre
+            preds[method] = pred
+        for method, pred in preds.items():
+            for metric, fn in (("centre_mae", losses.centre_mae), ("centre_sam", losses.centre_sam)):
+                totals[method, metric] = totals.get((method, metric), 0.0) + float(fn(pred, x, valid)) * B
+        count += B
+    return {key: v / max(count, 1) for key, v in totals.items()}
+
+
+def stage_data(script, argv, out):
+    """The batches a finished stage run trained and scored on (same flags, same seed, same split),
+    and its model: ({"train", "val", "test"}, model, modalities)."""
+    parser = data.ArgumentParser()
+    train.add_common_args(parser, out=str(out))
+    args, _ = parser.parse_known_args(argv)
+    kind = "fusion" if script is train_fusion else "autoencoder"
+    model, ckpt = train.load_model(out / "checkpoint.pt", kind)
+    if kind == "fusion":
+        modality, sampling, bands, key = "fusion", data.FUSION_SAMPLING, model.autoencoders["s2"].cfg.bands, "s2"
+    else:
+        modality = key = model.cfg.modality
+        sampling, bands = (data.S1_SAMPLING if modality == "s1" else data.S2_SAMPLING), model.cfg.bands
+    cfg, sampling, _ = train.start_stage(args, sampling, {})
+    with contextlib.redirect_stdout(io.StringIO()):
+        cubes, _ = readers.load_splits(args.cubes, modality, cfg.seed, bands, tile=args.tile,
+                                       cache=train.cache_dir(args))
+    return train.split_batches(cubes, sampling, key, cfg), model
+
+
+def baselines_of_run(script, argv, out):
+    """{split: {modality: {(method, metric): value}}} for val and test: the trained model and the
+    trivial predictors on the run's own patches (PCA fitted on its training patches)."""
+    batches, model = stage_data(script, argv, out)
+    if script is train_fusion:
+        modalities = list(model.autoencoders)
+        k = {m: model.cfg.fused_dim for m in modalities}
+    else:
+        modalities, k = [model.cfg.modality], {model.cfg.modality: model.cfg.latent_dim}
+    result = {}
+    for split in ("val", "test"):
+        result[split] = {}
+        for m in modalities:
+            spectra = training_spectra(batches["train"], m)
+            mean, basis = pca_basis(spectra, min(k[m], spectra.shape[1]))
+            if script is train_fusion:
+                def predict(batch, m=m):
+                    return model(batch)[0][m]
+            else:
+                def predict(batch):
+                    return model(*batch[m])[0]
+            loader = batches[split]()
+            result[split][m] = centre_scores(loader, m, mean, basis, predict, series_means(loader.dataset, m))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Why Eq. 5 stalls: each term's share of the gradient
+# ----------------------------------------------------------------------------------------------
+
+def term_gradient_norms(out, argv, n_batches=5, lambdas=losses.S2_LAMBDAS):
+    """The lambda-weighted gradient norm of each Eq. 5 term (MAE, SSIM, SAM) over all trainable
+    parameters of the S2 checkpoint in `out`, averaged over n training batches -> {term: norm}."""
+    batches, model = stage_data(train_s2, argv, out)
+    model.train()
+    weights = losses.context_weights()
+    norms = {"weighted_mae": 0.0, "ssim": 0.0, "sam": 0.0}
+    for batch, _ in zip(batches["train"](0), range(n_batches)):
+        x, days = batch["s2"]
+        valid = torch.isfinite(x)
+        recon, _ = model(x, days)
+        terms = {"weighted_mae": losses.weighted_mae(recon, x, weights, valid),
+                 "ssim": losses.ssim_loss(recon, x, valid), "sam": losses.sam(recon, x, valid, weights)}
+        for lam, (name, term) in zip(lambdas, terms.items()):
+            grads = torch.autograd.grad(lam * term, list(model.parameters()), retain_graph=True, allow_unused=True)
+            norms[name] += torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)).item() / n_batches
+    return norms
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. The runs: each a stage command, run once
+# ----------------------------------------------------------------------------------------------
+
+def run_once(script, out, argv, out_arg=None):
+    """`script.main([*argv, "--out", out_arg or out])` unless the folder OUT holds a done.json that
+    records the same command (an interrupted study resumes); its stdout goes to OUT/run.log."""
+    out = Path(out)
+    argv = [*argv, "--out", str(out_arg or out)]
+    marker = out / "done.json"
+    if marker.is_file() and json.loads(marker.read_text()) == argv:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tic = time.time()
+    with open(out / "run.log", "w") as log, contextlib.redirect_stdout(log):
+        script.main(argv)
+    marker.write_text(json.dumps(argv))
+    print(f"    {out.name}: {time.time() - tic:.0f} s", flush=True)
+
+
+def study_runs(work):
+    """name -> (stage script, its flags beyond the common ones, what the run shows). The default
+    recipe of each stage (its --quick steps, or --steps), then the ablations: one change at a time
+    against the default recipe at the same ABLATION_STEPS, and the real areas."""
+    short = ["--max-steps", str(ABLATION_STEPS)]
+    runs = {
+        "s1": (train_s1, [], "S1 autoencoder, the default recipe"),
+        "s2": (train_s2, [], "S2 autoencoder, the default recipe"),
+        "fusion": (train_fusion, ["--s1-checkpoint", str(work / "s1" / "checkpoint.pt"),
+                                  "--s2-checkpoint", str(work / "s2" / "checkpoint.pt")],
+                   "fusion of the frozen s1 and s2 runs into the 7-d embedding"),
+        "s1_short": (train_s1, short, "S1, the default recipe"),
+        "s1_plateau": (train_s1, [*short, "--schedule", "plateau"], "S1, the authors' plateau schedule"),
+        "s2_short": (train_s2, short, "S2, the default recipe (weighted MAE)"),
+        "s2_plateau": (train_s2, [*short, "--schedule", "plateau"], "S2, the authors' plateau schedule"),
+        "s2_eq5": (train_s2, [*short, "--loss", "hybrid"], "S2, Eq. 5 as written (lambdas 0.23, 0.03, 0.74)"),
+        "s2_balanced": (train_s2, [*short, "--loss", "balanced"], "S2, Eq. 5 with each term as lambda log(term)"),
+        "s2_mae_ssim": (train_s2, [*short, "--loss", "hybrid", "--lambdas", "0.23", "0.03", "0"],
+                        "S2, Eq. 5 without its SAM term (0.23 MAE + 0.03 SSIM)"),
+    }
+    if ROMANIA:
+        runs["romania_s2"] = (train_s2, [*short, "--cubes", *ROMANIA, "--bands", *ROMANIA_BANDS],
+                              "real S2 L2A, Romania (10 m + 20 m files, 6 bands, 9 tiles)")
+    if Path(MYANMAR[0]).is_file():
+        runs["myanmar_s1"] = (train_s1, [*short, "--cubes", *MYANMAR], "real S1 GRD, Myanmar (30 m, 9 tiles)")
+    return runs
+
+
+def read_log(out):
+    """OUT/log.csv -> {column: np.array}."""
+    with open(Path(out) / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The page: docs/learning.md and docs/learning.png
+# ----------------------------------------------------------------------------------------------
+
+BASELINES = {"constant": "constant", "series_mean": "series mean", "window_mean": "window mean",
+             "nearest": "nearest date", "pca": "PCA-k"}
+
+
+def plot_curves(results, path):
+    """One panel per run and modality: val (dashed) and test (solid) centre MAE against the step
+    (log axis), the trivial predictors of the test patches as horizontal lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    panels = [(name, m) for name, r in results.items() for m in r["baselines"]["test"]]
+    cols = 4
+    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(4 * cols, 3 * -(-len(panels) // cols)),
+                             squeeze=False)
+    for ax, (name, m) in zip(axes.flat, panels):
+        log, suffix = results[name]["log"], ("" if results[name]["kind"] != "fusion" else f"_{m}")
+        for split, style in (("val", "--"), ("test", "-")):
+            ax.loglog(log["step"], log[f"{split}_centre_mae{suffix}"], style, color="k", label=f"model, {split}")
+        for (method, label), color in zip(BASELINES.items(), ("C0", "C1", "C2", "C3", "C4")):
+            ax.axhline(results[name]["baselines"]["test"][m][method, "centre_mae"], color=color, lw=1, label=label)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{name}: {m.upper()} centre MAE", fontsize=9)
+        ax.set_xlabel("optimiser step")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def markdown(results, grads, header):
+    """The page: one table row per run and modality, then the gradient shares of Eq. 5."""
+    lines = [header, "", "![learning curves](learning.png)", "",
+             "| run | what it shows | steps | val centre MAE | test centre MAE | test: constant | series mean "
+             "| window mean | nearest date | PCA-k | model / series mean | test centre SAM |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for m, b in r["baselines"]["test"].items():
+            val = r["baselines"]["val"][m]["model", "centre_mae"]
+            test = b["model", "centre_mae"]
+            lines.append(f"| {name} | {r['what']} ({m.upper()}) | {int(r['log']['step'][-1])} | {val:.4f} | {test:.4f} | "
+                         + " | ".join(f"{b[k, 'centre_mae']:.4f}" for k in BASELINES)
+                         + f" | {test / b['series_mean', 'centre_mae']:.2f} | {b['model', 'centre_sam']:.4f} |")
+    lines += ["", *findings(results, grads), "", *ablations(results)]
+    if grads:
+        lines += ["", "Each Eq. 5 term's lambda-weighted gradient norm over all parameters, at the end of the run "
+                  "(5 training batches, train mode):", "",
+                  "| checkpoint | MAE (0.23) | SSIM (0.03) | SAM (0.74) | SSIM / MAE | SAM / MAE |", "|---|---|---|---|---|---|"]
+        for name, g in grads.items():
+            lines.append(f"| {name} | {g['weighted_mae']:.4f} | {g['ssim']:.4f} | {g['sam']:.4f} | "
+                         f"{g['ssim'] / g['weighted_mae']:.1f} | {g['sam'] / g['weighted_mae']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def findings(results, grads):
+    """What the tables say, in numbers read from them (the runs that are there)."""
+    def test(name, m):
+        return results[name]["baselines"]["test"][m]["model", "centre_mae"]
+
+    def base(name, m, method):
+        return results[name]["baselines"]["test"][m][method, "centre_mae"]
+    lines = ["## What this shows", ""]
+    for name, m in (("s2", "s2"), ("s1", "s1")):
+        if name in results:
+            lines.append(f"- {m.upper()}, the default recipe: test centre MAE {test(name, m):.4f}, "
+                         f"{test(name, m) / base(name, m, 'series_mean'):.2f} x the series mean "
+                         f"({base(name, m, 'series_mean'):.4f}); window mean {base(name, m, 'window_mean'):.4f}, "
+                         f"nearest clear date {base(name, m, 'nearest'):.4f}.")
+    if "fusion" in results and "s1" in results and "s2" in results:
+        lines.append("- Fusion: the 7-d embedding reconstructs " + ", ".join(
+            f"{m.upper()} at {test('fusion', m) / test(m, m):.2f} x its own autoencoder" for m in ("s2", "s1"))
+            + " (different patches: fusion samples S2-clear centres).")
+    if {"s2_short", "s2_eq5"} <= set(results) and "s2_eq5" in grads:
+        g = grads["s2_eq5"]
+        lines.append(f"- Eq. 5 as written ends at {test('s2_eq5', 's2') / test('s2_short', 's2'):.2f} x the MAE "
+                     f"alone at equal steps; its SAM term's gradient is {g['sam'] / g['weighted_mae']:.0f} x the "
+                     f"MAE term's and its SSIM term's {g['ssim'] / g['weighted_mae']:.1f} x: patch-wide spectral "
+                     "shape and structure, which a 9-d code of one pixel-date cannot hold, take the update.")
+    return lines
+
+
+def ablations(results):
+    """The one-change-at-a-time table: each ablation's test centre MAE against its default-recipe run
+    at the same steps (s1_short, s2_short), and the step from which its val curve stays within 5 %
+    of its final value (where it flattened)."""
+    lines = [f"## Ablations at equal steps ({ABLATION_STEPS})", "",
+             "| run | what changes | test centre MAE | default recipe, same steps | ratio | val flat from step |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        base = "s1_short" if name.startswith("s1_") else "s2_short" if name.startswith("s2_") else None
+        if base is None or name == base or base not in results:
+            continue
+        (m,), log = r["baselines"]["test"], r["log"]
+        test = r["baselines"]["test"][m]["model", "centre_mae"]
+        ref = results[base]["baselines"]["test"][m]["model", "centre_mae"]
+        val = log["val_centre_mae"]
+        flat = int(log["step"][np.flatnonzero(np.abs(val - val[-1]) > 0.05 * val[-1])[-1] + 1]
+                   if (np.abs(val - val[-1]) > 0.05 * val[-1]).any() else log["step"][0])
+        lines.append(f"| {name} | {r['what']} | {test:.4f} | {ref:.4f} | {test / ref:.2f} | {flat} |")
+    return lines
+
+
+def main(argv=None):
+    parser = data.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="the stages' --quick preset (train.QUICK_TRAINING; ablations and real areas "
+                             f"{ABLATION_STEPS} steps) on sample_data/ and the real files; writes docs/learning.md")
+    parser.add_argument("--runs", nargs="+", default=None, help="only these runs (default: all; --list names them)")
+    parser.add_argument("--list", action="store_true", help="list the runs and exit")
+    parser.add_argument("--cubes", nargs="+", default=["sample_data"], help="cubes of the synthetic runs "
+                        "(default sample_data)")
+    parser.add_argument("--steps", type=data.positive_int, default=None,
+                        help="optimiser steps of the default-recipe runs s1, s2, fusion (default: the stage's own)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--work", default=None, help="folder for the runs (default runs/learning, "
+                        "runs/learning_quick with --quick)")
+    parser.add_argument("--out", default=None, help="folder for learning.md/.png (default docs/ with --quick, WORK otherwise)")
+    args = parser.parse_args(argv)
+    work = Path(args.work or ("runs/learning_quick" if args.quick else "runs/learning"))
+    runs = study_runs(work)
+    if args.list:
+        for name, (script, extra, what) in runs.items():
+            print(f"{name:<14}{what}: {Path(script.__file__).name} {' '.join(extra)}")
+        return
+    unknown = sorted(set(args.runs or []) - set(runs))
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; --list names them")
+    out = Path(args.out or ("docs" if args.quick else work))
+    train.prepare_output(work, resume=False)
+    train.prepare_output(out, resume=False)
+    common = ["--seed", str(args.seed), "--device", args.device, "--cache", str(work / "cache"), "--log-test",
+              *(["--quick"] if args.quick else [])]
+    names = args.runs or list(runs)
+    if "fusion" in names:                                   # fusion needs its two autoencoders
+        names = [n for n in ("s1", "s2") if n not in names] + names
+    results, grads = {}, {}
+    for i, name in enumerate(names, 1):
+        script, extra, what = runs[name]
+        steps = ["--max-steps", str(args.steps)] if args.steps and "--max-steps" not in extra else []
+        run_argv = [*common, *steps, *(["--cubes", *args.cubes] if "--cubes" not in extra else []), *extra]
+        print(f"[{i}/{len(names)}] {name}: {what}", flush=True)
+        run_once(script, work / name, run_argv)
+        results[name] = {"what": what, "log": read_log(work / name), "kind": "fusion" if script is train_fusion else "ae",
+                         "baselines": baselines_of_run(script, run_argv, work / name)}
+        if name in ("s2_short", "s2_eq5"):
+            grads[name] = term_gradient_norms(work / name, run_argv)
+    command = " ".join(["python learning.py", *(sys.argv[1:] if argv is None else argv)])
+    minutes = sum(np.nansum(r["log"]["seconds"]) for r in results.values()) / 60
+    header = (f"# Does the method learn?\n\nWritten by `{command}` ({minutes:.0f} min of training; "
+              f"{'the stages --quick preset' if args.quick else 'full size'}, seed {args.seed}, device "
+              f"{train.resolve_device(args.device)}). Centre MAE of the model and of five predictors that need "
+              "no learning, on the same val / test patches (learning.py docstring).")
+    plot_curves(results, out / "learning.png")
+    text = markdown(results, grads, header)
+    (out / "learning.md.tmp").write_text(text)
+    (out / "learning.md.tmp").replace(out / "learning.md")
+    print(text)
+
+
+if __name__ == "__main__":
+    data.run_cli(main)
