@@ -619,8 +619,10 @@ def main(argv=None):
     add_mask_arg(p)
     args = p.parse_args(argv)
 
-    if args.quick:
-        args.embeddings = args.embeddings or ["runs/quick/tower_embeddings.nc"]
+    feature_sets = parse_feature_sets(args.features)
+    needs_embeddings = any(part in EMBEDDING_PREFIXES for fs in feature_sets for part in fs.split("+"))
+    if args.quick:                      # the demo's tower; its embedding cube only where a feature set reads it
+        args.embeddings = args.embeddings or (["runs/quick/tower_embeddings.nc"] if needs_embeddings else [])
         args.flux = args.flux or ["sample_data/tower/tower_gpp.csv"]
         args.s2 = args.s2 or ["sample_data/tower/tower_s2.nc"]
         args.site = args.site or ["synthetic"]
@@ -630,14 +632,12 @@ def main(argv=None):
     stride = args.stride or (2 if args.quick else 10)
     d_model = args.d_model or (32 if args.quick else 64)
     out = Path(args.out or ("runs/quick/gpp" if args.quick else "runs/gpp"))
-    feature_sets = parse_feature_sets(args.features)
     n = len(args.flux)
     if n == 0:
         p.error("give --flux (one file per site) or --quick")
     for name in ("embeddings", "s2", "site", "pixel"):
         if getattr(args, name) and len(getattr(args, name)) != n:
             p.error(f"--{name} needs one value per --flux file ({n})")
-    needs_embeddings = any(part in EMBEDDING_PREFIXES for fs in feature_sets for part in fs.split("+"))
     if args.quick and needs_embeddings and not Path(args.embeddings[0]).exists():
         p.error(f"{args.embeddings[0]} not found: run the README quick start first (it trains the models "
                 "and writes the tower embedding cube)")

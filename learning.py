@@ -13,7 +13,7 @@ The autoencoder sees the centre observation, the first three predictors do not: 
 has learned to carry the centre through its bottleneck. It also runs the ablations that explain why
 Eq. 5 as written stalls here (docs/learning.md), and measures each Eq. 5 term's gradient.
 
-    python learning.py --quick                  # sample_data + real S2 Romania / S1 Myanmar, ~60 min on 2 cores
+    python learning.py --quick                  # sample_data + real S2 Romania / S1 Myanmar, ~45 min on 2 cores
     python learning.py --quick --runs s2 s1     # some runs only (--list names them)
     python learning.py --runs s2 --steps 20000 --device cuda --work runs/learning_gpu   # full size, on a GPU
 

@@ -75,8 +75,8 @@ def scheduled_lr(step, cfg, total_steps):
       "plateau"  None: ReduceLROnPlateau on the validation metric, once per epoch (authors' code);
       "cosine"   min_lr + (lr - min_lr) (1 + cos(pi p)) / 2, p = the share of the post-warm-up steps
                  done, reaching min_lr at total_steps. A plateau patience counted in epochs starves
-                 short epochs (a small cube's epoch is ~20 steps: the rate hit its floor by step
-                 ~600), so a fixed step budget uses "cosine" (the --quick preset)."""
+                 short epochs (batches of 32 on sample_data: ~20-step epochs, the rate at its floor
+                 by step ~600), so a fixed step budget uses "cosine" (the --quick preset)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (0.001 + 0.999 * (step + 1) / cfg.warmup_steps)
     if cfg.schedule == "plateau":

@@ -303,3 +303,14 @@ def test_fused_embedding_carries_gpp_information(quick_run):
     rows = quick_run[2]
     assert float(rows["fused", "train"]["rmse"]) < 0.9 * float(rows["climatology", "train"]["rmse"])
     assert float(rows["fused", "val"]["rmse"]) < 1.2 * float(rows["climatology", "val"]["rmse"])
+
+
+def test_quick_without_embedding_features_needs_no_embeddings(tmp_path, monkeypatch, capsys):
+    """`gpp.py --quick --features ndvi,climatology` (exercise 10) reads no embedding cube, so it runs
+    where the quick start's tower embedding does not exist (it used to stop: --embeddings not found)."""
+    monkeypatch.chdir(tmp_path)                         # no runs/quick/ here; the sample tower by full path
+    tower = ROOT / "sample_data" / "tower"
+    gpp.main(["--quick", "--features", "ndvi,climatology", "--epochs", "1", "--flux", str(tower / "tower_gpp.csv"),
+              "--s2", str(tower / "tower_s2.nc"), "--out", str(tmp_path / "out")])
+    rows = {(r["features"], r["split"]) for r in csv.DictReader(open(tmp_path / "out" / "gpp_metrics.csv"))}
+    assert rows == {(f, s) for f in ("ndvi", "climatology") for s in ("train", "val")}
