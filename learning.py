@@ -113,9 +113,9 @@ def series_means(batches, modality):
 
 
 def training_spectra(batches, modality, n_batches=20):
-    """Clear spectra (N, C) of every pixel of the first n training batches of one modality."""
+    """Clear spectra (N, C) of every pixel of the first n training batches (None: all) of one modality."""
     chunks = []
-    for batch, _ in zip(batches(0), range(n_batches)):
+    for batch in itertools.islice(batches(0), n_batches):
         x = batch[modality][0]                                                  # (B, T, C, H, W)
         chunks.append(x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[2]))
     spectra = torch.cat(chunks)
@@ -146,12 +146,12 @@ def centre_scores(batches, modality, mean, basis, predict=None, series=None):
 
 def stage_data(script, argv, out):
     """The batches a finished stage run trained and scored on (same flags, same seed, same split),
-    and its model: ({"train", "val", "test"}, model, modalities)."""
+    and its model: ({"train", "val", "test"}: batches, model)."""
     parser = data.ArgumentParser()
     train.add_common_args(parser, out=str(out))
     args, _ = parser.parse_known_args(argv)
     kind = "fusion" if script is train_fusion else "autoencoder"
-    model, ckpt = train.load_model(out / "checkpoint.pt", kind)
+    model, _ = train.load_model(out / "checkpoint.pt", kind)
     if kind == "fusion":
         modality, sampling, bands, key = "fusion", data.FUSION_SAMPLING, model.autoencoders["s2"].cfg.bands, "s2"
     else:
@@ -173,18 +173,17 @@ def baselines_of_run(script, argv, out):
         k = {m: model.cfg.fused_dim for m in modalities}
     else:
         modalities, k = [model.cfg.modality], {model.cfg.modality: model.cfg.latent_dim}
-    result = {}
-    for split in ("val", "test"):
-        result[split] = {}
-        for m in modalities:
-            spectra = training_spectra(batches["train"], m)
-            mean, basis = pca_basis(spectra, min(k[m], spectra.shape[1]))
-            if script is train_fusion:
-                def predict(batch, m=m):
-                    return model(batch)[0][m]
-            else:
-                def predict(batch):
-                    return model(*batch[m])[0]
+    result = {"val": {}, "test": {}}
+    for m in modalities:
+        spectra = training_spectra(batches["train"], m)
+        mean, basis = pca_basis(spectra, min(k[m], spectra.shape[1]))
+        if script is train_fusion:
+            def predict(batch, m=m):
+                return model(batch)[0][m]
+        else:
+            def predict(batch):
+                return model(*batch[m])[0]
+        for split in result:
             loader = batches[split]()
             result[split][m] = centre_scores(loader, m, mean, basis, predict, series_means(loader.dataset, m))
     return result

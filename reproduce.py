@@ -20,10 +20,8 @@ Verdicts follow rules fixed before any number was seen (nothing here is tuned to
               1.25 x the paper's error); with --quick (small model, 60 CPU steps, synthetic cubes)
               it is "not checkable here" and the number only shows that the metric is computed.
 """
-import contextlib
 import csv
 import glob
-import io
 import os
 import sys
 import time
@@ -31,15 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import data
 import embed
 import fluxnet
 import gpp
 import learning
-import losses
-import readers
 import synthetic
 import train
 import train_fusion
@@ -378,39 +373,17 @@ def claim_gpp(ctx):
 
 
 def centre_baselines(ctx, stage, name, seed):
-    """Centre MAE of the trained autoencoder, of a PCA of the input bands with as many components as
-    the latent (fitted on the training patches), and of the nearest clear date, on the test patches
-    the stage itself scored (same seed, same split, same sampling) -> ({(method, metric): value}, k)."""
+    """Centre MAE of the trained autoencoder ("autoencoder"), of a PCA of the input bands with as many
+    components as the latent (fitted on every training patch) and of the other trivial predictors
+    (learning.baseline_centres), on the test patches the stage itself scored (same seed, same split,
+    same sampling) -> ({(method, metric): value}, k)."""
     out = ctx.work / f"{name}/seed{seed}"
-    model, _ = train.load_model(out / "checkpoint.pt", "autoencoder", stage)
-    parser = data.ArgumentParser()
-    train.add_common_args(parser, out=str(out))
-    args, _ = parser.parse_known_args([*ctx.stage_args(seed), "--cubes", *ctx.cubes, "--out", str(out)])
-    cfg, sampling, _ = train.start_stage(args, data.S1_SAMPLING if stage == "s1" else data.S2_SAMPLING, {})
-    with contextlib.redirect_stdout(io.StringIO()):
-        cubes, _ = readers.load_splits(args.cubes, stage, cfg.seed, model.cfg.bands, tile=args.tile,
-                                       cache=train.cache_dir(args))
-    batches = train.split_batches(cubes, sampling, stage, cfg)
-    train_b, test_b = batches["train"], batches["test"]
-    spectra = torch.cat([x.permute(0, 1, 3, 4, 2).reshape(-1, x.shape[2]) for b in train_b(0) for x, _ in b.values()])
+    batches, model = learning.stage_data(STAGES[stage], [*ctx.stage_args(seed), "--cubes", *ctx.cubes], out)
+    spectra = learning.training_spectra(batches["train"], stage, n_batches=None)
     k = min(model.cfg.latent_dim, spectra.shape[1])
-    mean, basis = learning.pca_basis(spectra[torch.isfinite(spectra).all(1)], k)       # clear training pixels
-    totals, count = {}, 0
-    for batch in test_b():
-        (x, days), = batch.values()                                             # (B, T, C, H, W), (B, T)
-        B, T, C, H, W = x.shape
-        valid = torch.isfinite(x)
-        with torch.no_grad():
-            recon, _ = model(x, days)
-        for method, centre in {"autoencoder": None, **learning.baseline_centres(x, days, mean, basis)}.items():
-            pred = recon
-            if centre is not None:                                              # centre spectrum -> patch
-                pred = torch.nan_to_num(x)
-                pred[:, T // 2, :, H // 2, W // 2] = centre
-            for metric, fn in (("centre_mae", losses.centre_mae), ("centre_sam", losses.centre_sam)):
-                totals[(method, metric)] = totals.get((method, metric), 0.0) + float(fn(pred, x, valid)) * B
-        count += B
-    return {key: v / count for key, v in totals.items()}, k
+    mean, basis = learning.pca_basis(spectra, k)
+    scores = learning.centre_scores(batches["test"](), stage, mean, basis, lambda batch: model(*batch[stage])[0])
+    return {("autoencoder" if method == "model" else method, metric): v for (method, metric), v in scores.items()}, k
 
 
 def claim_baselines(ctx):
