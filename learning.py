@@ -27,6 +27,7 @@ import glob
 import io
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -159,7 +160,7 @@ def stage_data(script, argv, out):
         sampling, bands = (data.S1_SAMPLING if modality == "s1" else data.S2_SAMPLING), model.cfg.bands
     cfg, sampling, _ = train.start_stage(args, sampling, {})
     with contextlib.redirect_stdout(io.StringIO()):
-        cubes, _ = readers.load_splits(args.cubes, modality, cfg.seed, bands, tile=args.tile,
+        cubes, _ = readers.load_splits(args.cubes, modality, cfg.split_seed, bands, tile=args.tile,
                                        cache=train.cache_dir(args))
     return train.split_batches(cubes, sampling, key, cfg), model
 
@@ -216,19 +217,31 @@ def term_gradient_norms(out, argv, n_batches=5, lambdas=losses.S2_LAMBDAS):
 # 3. The runs: each a stage command, run once
 # ----------------------------------------------------------------------------------------------
 
+def is_done(out, argv):
+    """True when the folder OUT holds a done.json recording exactly this command (argv with --out)."""
+    marker = Path(out) / "done.json"
+    return marker.is_file() and json.loads(marker.read_text()) == argv
+
+
+def mark_done(out, argv):
+    """Record that the command argv finished into OUT (temp file + rename: never half written)."""
+    tmp = Path(out) / "done.json.tmp"
+    tmp.write_text(json.dumps(argv))
+    os.replace(tmp, Path(out) / "done.json")
+
+
 def run_once(script, out, argv, out_arg=None):
-    """`script.main([*argv, "--out", out_arg or out])` unless the folder OUT holds a done.json that
-    records the same command (an interrupted study resumes); its stdout goes to OUT/run.log."""
+    """`script.main([*argv, "--out", out_arg or out])` unless OUT is_done with that command (an
+    interrupted study resumes); its stdout goes to OUT/run.log."""
     out = Path(out)
     argv = [*argv, "--out", str(out_arg or out)]
-    marker = out / "done.json"
-    if marker.is_file() and json.loads(marker.read_text()) == argv:
+    if is_done(out, argv):
         return
     out.mkdir(parents=True, exist_ok=True)
     tic = time.time()
     with open(out / "run.log", "w") as log, contextlib.redirect_stdout(log):
         script.main(argv)
-    marker.write_text(json.dumps(argv))
+    mark_done(out, argv)
     print(f"    {out.name}: {time.time() - tic:.0f} s", flush=True)
 
 

@@ -138,7 +138,9 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
     - years differ: green-up shifted by N(0, 10) days and rain scaled by U(0.4, 1.6) per year, so
       phenology, SWIR, VV and GPP all carry the year's anomaly;
     - gpp: daily GPP_NT_VUT_REF (gC m-2 d-1) at the tower pixel from the same phenology, light and
-      moisture, plus noise; NEE_VUT_REF_QC (0-1, mostly > 0.7); ~1 % missing days (NaN).
+      moisture, plus noise; NEE_VUT_REF_QC (0-1, mostly > 0.7); ~1 % missing days (NaN); and
+      GPP_EXPECTED, the part the land surface sets (no daily clouds, no noise): the most any
+      embedding of the surface could explain (reproduce.py's GPP claims state it).
     The tower is pixel (size//2, size//2) unless `tower=(row, col)`, forced to forest or grassland.
     All three carry attrs tower_row, tower_col, tower_x, tower_y. Same seed -> identical output.
     """
@@ -215,8 +217,11 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
     tr_cls = np.array([[lc[row, col]]])
     pheno = _phenology(daily, tr_cls, np.array([[shift[row, col]]]), year_shift)[:, 0, 0]
     light = 0.25 + 0.75 * 0.5 * (1 + np.cos(2 * np.pi * (daily_doy - 172) / 365.25))
-    light = light * (0.7 + 0.3 * rng.random(daily.size))  # cloudy days
     stress = np.clip(0.4 + 1.2 * moisture, 0.0, 1.0)
+    # what the land surface sets (phenology, soil moisture) at the mean cloudiness (0.85): the day's
+    # clouds and the measurement noise below are beyond any satellite embedding
+    expected = _GPP_MAX[int(lc[row, col])] * (0.1 + 0.9 * pheno) * light * 0.85 * stress
+    light = light * (0.7 + 0.3 * rng.random(daily.size))  # cloudy days
     gpp = _GPP_MAX[int(lc[row, col])] * (0.1 + 0.9 * pheno) * light * stress
     gpp = gpp + rng.normal(0, 1, daily.size) * (0.1 + 0.1 * gpp)  # larger errors on larger fluxes
     qc = np.where(rng.random(daily.size) < 0.1, rng.uniform(0.2, 0.7, daily.size),
@@ -249,7 +254,10 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
                     attrs=dict(tower_attrs, sensor="Sentinel-1 RTC (synthetic)", units="linear"))
     gpp_ds = xr.Dataset(
         {GPP: ("time", gpp.astype(np.float32), {"units": "gC m-2 d-1"}),
-         QC: ("time", qc.astype(np.float32), {"units": "1"})},
+         QC: ("time", qc.astype(np.float32), {"units": "1"}),
+         "GPP_EXPECTED": ("time", expected.astype(np.float32), {
+             "units": "gC m-2 d-1", "long_name": "GPP set by phenology and soil moisture at mean cloudiness, "
+                                                 "without the day's clouds and the measurement noise"})},
         coords={"time": daily}, attrs=dict(tower_attrs, landcover=LANDCOVER[int(lc[row, col])]))
     return s1, s2, gpp_ds
 

@@ -56,7 +56,8 @@ class TrainConfig:
     warmup_steps: int = 0
     max_steps: int | None = None
     clip: float = 1.0
-    seed: int = 0
+    seed: int = 0                # weights, dropout and the training patches
+    split_seed: int = 0          # which cubes are train / val / test, and the val / test patches
     device: str = "auto"
     schedule: str = "plateau"
     plateau_factor: float = 0.35
@@ -234,9 +235,11 @@ def patch_batches(cubes, sampling, key, batch_size, seed, shuffle=True, workers=
 def split_batches(cubes, sampling, key, cfg):
     """{split: cubes} -> {"train": epoch -> batches, "val": () -> batches, "test": () -> batches}.
 
-    Only the training split is shuffled; val and test are the same patches at every evaluation."""
-    make = {split: patch_batches(c, sampling, key, cfg.batch_size, cfg.seed, shuffle=split == "train",
-                                 workers=cfg.workers)
+    Only the training split is shuffled; val and test are the same patches at every evaluation.
+    The training patches follow cfg.seed; the val and test patches follow cfg.split_seed, like the
+    split itself, so runs with different seeds are scored on the same patches (paired comparisons)."""
+    make = {split: patch_batches(c, sampling, key, cfg.batch_size, cfg.seed if split == "train" else cfg.split_seed,
+                                 shuffle=split == "train", workers=cfg.workers)
             for split, c in cubes.items()}
     return {"train": make["train"], "val": lambda: make["val"](0), "test": lambda: make["test"](0)}
 
@@ -333,6 +336,7 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
             f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_", "test_"))) +
             f" | {count / max(row['seconds'], 1e-6):.0f} samples/s", flush=True)
         # checkpoint and logs, on rank 0 (atomic: an interrupted run keeps this epoch)
+        check_ranks_agree(model)
         if rank == 0:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
@@ -345,6 +349,20 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
 
 NO_SAMPLES = ("samples: every cube (or window) of the split was too small, too short or too cloudy for "
               "the sampling policy (data.sample_patches: the centre observation must be clear)")
+
+
+def check_ranks_agree(model):
+    """Under DDP every rank must hold the same parameters (the averaged gradients and the same optimizer
+    keep them bit-identical): rank 0 saves its copy for all. A per-tensor checksum is compared across
+    the ranks once per epoch; a difference stops the run instead of saving one rank's drift."""
+    if not dist.is_initialized():
+        return
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()])       # on the rank's device
+    low, high = sums.clone(), sums.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise SystemExit("DDP ranks hold different parameters: the gradients were not averaged")
 
 
 def reduce_totals(totals, count):
@@ -557,7 +575,10 @@ def add_common_args(parser, out):
                         help=f"stop after this many optimiser steps (default: no limit; {QUICK_TRAINING['max_steps']} "
                              "with --quick)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and weights (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the weights and the training patches (default 0)")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed for the train/val/test split of the cubes and for the val/test patches (default 0; "
+                             "kept apart from --seed so that runs of several seeds are scored on the same patches)")
     parser.add_argument("--out", default=out, help=f"output folder for checkpoint, log.csv and figures (default {out})")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (default: start fresh)")
     parser.add_argument("--cache", default=None, metavar="DIR",
@@ -608,8 +629,8 @@ def train_config_from_args(args, quick=QUICK_TRAINING):
     --quick, QUICK_TRAINING or QUICK_FUSION_TRAINING) or the paper's."""
     preset = quick if args.quick else PAPER_TRAINING
     given = {k: getattr(args, k) for k in preset if getattr(args, k) is not None}
-    return TrainConfig(**{**preset, **given}, weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-                       workers=args.workers, amp=args.amp)
+    return TrainConfig(**{**preset, **given}, weight_decay=args.weight_decay, seed=args.seed,
+                       split_seed=args.split_seed, device=args.device, workers=args.workers, amp=args.amp)
 
 
 def start_stage(args, sampling, sizes, quick=QUICK_TRAINING):

@@ -42,6 +42,10 @@ def main(argv=None):
                         help="pretrained S2 autoencoder (default runs/s2/checkpoint.pt)")
     data.add_mask_arg(parser)
     parser.add_argument("--fused-dim", type=data.positive_int, default=7, help="fused embedding size (default 7, Sec. III-C)")
+    parser.add_argument("--centre-weight", type=float, nargs=2, default=None, metavar=("S1", "S2"),
+                        help="Eq. 1 centre weight of each modality in the fusion loss (default "
+                             f"{losses.FUSION_CENTRE_WEIGHT['s1']} {losses.FUSION_CENTRE_WEIGHT['s2']}, Sec. III-C; "
+                             "1 1 keeps the pretraining kernel)")
     parser.add_argument("--unfreeze", action="store_true",
                         help="fine-tune the pretrained autoencoders jointly with the fusion layers (the ablation "
                              "of the staged training; default: frozen, as the paper)")
@@ -54,18 +58,19 @@ def main(argv=None):
     # data: S1 matched to the S2 dates (Sec. III-C), patches drawn where the S2 centre is clear
     autoencoders = {m: train.load_model(path, "autoencoder", m)[0] for m, path in checkpoints.items()}
     cubes, splits = train.main_rank_first(lambda: readers.load_splits(
-        args.cubes, "fusion", cfg.seed, autoencoders["s2"].cfg.bands, args.mask_var, args.tile, train.cache_dir(args)))
+        args.cubes, "fusion", cfg.split_seed, autoencoders["s2"].cfg.bands, args.mask_var, args.tile, train.cache_dir(args)))
     batches = train.split_batches(cubes, sampling, "s2", cfg)
     # model: the frozen autoencoders and new fusion layers (only those are trained, unless --unfreeze)
     model = FusionModel(autoencoders, FusionConfig(fused_dim=args.fused_dim, **sizes))
     if args.unfreeze:
         model.unfreeze()
     # loss: Eq. 8, each modality weighted by its Eq. 1 kernel with the raised fusion centre weight
-    weights = {m: train.context_weights_from_args(args, losses.FUSION_CENTRE_WEIGHT[m]) for m in checkpoints}
+    centre_weight = dict(zip(checkpoints, args.centre_weight)) if args.centre_weight else losses.FUSION_CENTRE_WEIGHT
+    weights = {m: train.context_weights_from_args(args, centre_weight[m]) for m in checkpoints}
     loss_fn = train.fusion_loss_fn(weights)
     train.fit(model, model.trainable_parameters(), loss_fn, batches["train"], batches["val"], cfg, args.out,
               {"kind": "fusion", "meta": {"splits": splits, "pretrained": checkpoints, "unfrozen": args.unfreeze,
-                                          "loss": train.kernel_meta(args),
+                                          "loss": {**train.kernel_meta(args), "centre_weight": centre_weight},
                                           "command": ["train_fusion.py", *args.argv], "seed": cfg.seed}},
               resume=args.resume, test_batches=batches["test"] if args.log_test else None)
     if not args.unfreeze:

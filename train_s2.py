@@ -35,7 +35,7 @@ def pretrain(args, model_cfg, sampling, objective, loss_meta=None, mask_var=None
     m = model_cfg.modality
     # data: cubes split by cube (Sec. II), 15 x 15 px x 11-frame patches redrawn every epoch (Sec. III-B)
     cubes, splits = train.main_rank_first(lambda: readers.load_splits(
-        args.cubes, m, cfg.seed, model_cfg.bands, mask_var, args.tile, train.cache_dir(args)))
+        args.cubes, m, cfg.split_seed, model_cfg.bands, mask_var, args.tile, train.cache_dir(args)))
     batches = train.split_batches(cubes, sampling, m, cfg)
     # model: the context-aware autoencoder (Sec. III-B), decoder output started at the band means
     model = ModalityAutoencoder(dataclasses.replace(model_cfg, **sizes))

@@ -440,6 +440,16 @@ def test_match_closest_date_hand_made():
     assert tie["vv"].values[0, 0, 0] == 0
 
 
+def test_match_gap_boundary_is_inclusive():
+    """An S1 acquisition exactly --max-gap-days from an S2 date is matched; one second further is not."""
+    s2 = tiny_cube(T=2, H=2, W=2).assign_coords(time=np.array(["2020-01-10", "2020-03-01"], dtype="datetime64[ns]"))
+    at = data.match_s1_to_s2(_s1_frames(["2020-01-04", "2020-03-01"], s2), s2, max_gap_days=6)
+    np.testing.assert_array_equal(at["s1_matched"].values, [True, True])
+    past = data.match_s1_to_s2(_s1_frames(["2020-01-03T23:59:59", "2020-03-01"], s2), s2, max_gap_days=6)
+    np.testing.assert_array_equal(past["s1_matched"].values, [False, True])
+    assert np.isnan(past["vv"].values[0, 0, 0])
+
+
 def test_match_rejects_no_overlap():
     s2 = tiny_cube(T=3, H=2, W=2)
     with pytest.raises(CubeError, match="do not overlap in time"):

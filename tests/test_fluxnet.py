@@ -139,3 +139,14 @@ def test_quality_filter_and_site_rule():
     assert (check["n_observed"], check["n_pass"]) == (6, 3)
     assert check["fraction"] == pytest.approx(0.5) and not check["passes"]
     assert fluxnet.site_passes(flux, min_fraction=0.49)["passes"]
+
+
+def test_quality_filter_boundaries():
+    """The lines Sec. IV-C draws, at the line: GPP exactly 0 at good QC is kept (only negative GPP is
+    excluded), QC exactly 0.7 is kept, and a site whose passing fraction equals the 60 % rule fails
+    ("more than 60 %")."""
+    flux = xr.Dataset({GPP: ("time", [0.0, -1e-9, 2.0, 3.0, 4.0]), QC: ("time", [0.9, 0.9, 0.7, 0.7 - 1e-9, 0.1])})
+    np.testing.assert_array_equal(fluxnet.quality_filter(flux)[GPP].values, [0.0, np.nan, 2.0, np.nan, np.nan])
+    check = fluxnet.site_passes(flux, min_fraction=0.4)
+    assert check["fraction"] == pytest.approx(0.4) and not check["passes"]
+    assert fluxnet.site_passes(flux, min_fraction=0.4 - 1e-9)["passes"]
