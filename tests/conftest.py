@@ -42,3 +42,15 @@ def quick_models():
 def trained_fusion(quick_models):
     """The shipped fusion checkpoint."""
     return quick_models / "fusion" / "checkpoint.pt"
+
+
+def stop_after(n, write):
+    """`write` that works n times, then raises KeyboardInterrupt (an interruption between two files)."""
+    done = []
+
+    def stopping(*args):
+        if len(done) == n:
+            raise KeyboardInterrupt
+        done.append(args)
+        write(*args)
+    return stopping

@@ -28,7 +28,7 @@ import synthetic
 import readers
 import embed
 import train
-from conftest import tiny_ae
+from conftest import stop_after, tiny_ae
 from deepfeat import FusionConfig, FusionModel
 
 HALF, N_FRAMES = 7, 11          # the patch: 15 x 15 px x 11 dates centred on the pixel-date
@@ -597,15 +597,8 @@ def test_bad_shard_text_one_line(capsys):
 
 def test_resume_after_interruption(cube, fusion_ckpt, embedded, tmp_path, monkeypatch):
     out = tmp_path / "emb.nc"
-    real_save, calls = embed._save_atomic, []
-
-    def save_then_die(path, array):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(path)
-        real_save(path, array)
-
-    monkeypatch.setattr(embed, "_save_atomic", save_then_die)
+    real_save = embed._save_atomic
+    monkeypatch.setattr(embed, "_save_atomic", stop_after(2, real_save))
     with pytest.raises(KeyboardInterrupt):
         embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100)
     assert not out.exists() and len(list((tmp_path / "emb.nc.parts").glob("*.npy"))) == 2

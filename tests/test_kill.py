@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+import readers
 import synthetic
 import train
-from conftest import ROOT
+from conftest import ROOT, stop_after
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -125,15 +126,8 @@ def test_cache_interrupted_between_two_files_is_prepared_again(small_cubes, tmp_
     """The deterministic companion of the kill above (whose moments rarely fall between two writes):
     stopped after its second array file, a preparation is redone in full by the next call, and its
     arrays equal a preparation that was never interrupted."""
-    import readers
-    real, saved = np.save, []
-
-    def save_then_stop(path, array):
-        if len(saved) == 2:
-            raise KeyboardInterrupt
-        saved.append(path)
-        real(path, array)
-    monkeypatch.setattr(np, "save", save_then_stop)
+    real = np.save
+    monkeypatch.setattr(np, "save", stop_after(2, real))
     with pytest.raises(KeyboardInterrupt):
         readers.load_splits([small_cubes], "fusion", 0, cache=tmp_path / "stopped")
     monkeypatch.setattr(np, "save", real)
