@@ -123,6 +123,15 @@ def training_spectra(batches, modality, n_batches=20):
     return spectra[torch.isfinite(spectra).all(1)]
 
 
+def centre_prediction(x, centre):
+    """A predictor of the centre alone as a reconstruction: x (B, T, C, H, W) with NaN as 0 and the
+    central pixel-date replaced by `centre` (B, C), for the centre metrics (which read only it)."""
+    B, T, C, H, W = x.shape
+    pred = torch.nan_to_num(x)
+    pred[:, T // 2, :, H // 2, W // 2] = centre
+    return pred
+
+
 @torch.no_grad()
 def centre_scores(batches, modality, mean, basis, predict=None, series=None):
     """Centre MAE and centre SAM of each predictor over `batches` -> {(method, metric): value}.
@@ -131,13 +140,11 @@ def centre_scores(batches, modality, mean, basis, predict=None, series=None):
     totals, count = {}, 0
     for batch, series_mean in zip(batches, series if series is not None else itertools.repeat(None)):
         x, days = batch[modality]                                               # (B, T, C, H, W), (B, T)
-        B, T, C, H, W = x.shape
+        B = x.shape[0]
         valid = torch.isfinite(x)
         preds = {"model": predict(batch)} if predict else {}
         for method, centre in baseline_centres(x, days, mean, basis, series_mean).items():
-            pred = torch.nan_to_num(x)                                          # only the centre is scored
-            pred[:, T // 2, :, H // 2, W // 2] = centre
-            preds[method] = pred
+            preds[method] = centre_prediction(x, centre)
         for method, pred in preds.items():
             for metric, fn in (("centre_mae", losses.centre_mae), ("centre_sam", losses.centre_sam)):
                 totals[method, metric] = totals.get((method, metric), 0.0) + float(fn(pred, x, valid)) * B

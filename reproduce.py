@@ -265,7 +265,6 @@ class Context:
             add(name)
         todo = [(n, s) for n in order for s in self.seeds if not self.done(n, s)]
         running, tic, total = {}, time.time(), len(todo)
-        trained = bool(todo)
         env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if self.jobs > 1 else {})}
         while todo or running:
             for item in [t for t in todo if all(self.done(d, t[1]) for d in arms[t[0]][2])]:
@@ -297,7 +296,7 @@ class Context:
                 learning.mark_done(self.out(name, seed), self.argv(name, seed))
                 print(f"  [{total - len(todo) - len(running)}/{total}] {name} seed {seed}: "
                       f"{time.time() - start:.0f} s ({(time.time() - tic) / 60:.1f} min in all)", flush=True)
-        if trained:
+        if total:
             record_time(self.work, "training", time.time() - tic)
 
     def metrics(self, name):
@@ -390,9 +389,7 @@ def autoencoder_scores(ctx, name, seed):
                 x, days = batch[m]
                 part = {}
                 for method, centre in learning.baseline_centres(x, days, mean, basis, series).items():
-                    pred = torch.nan_to_num(x)
-                    pred[:, x.shape[1] // 2, :, x.shape[3] // 2, x.shape[4] // 2] = centre
-                    part[f"test/{method}"] = patch_errors(pred, x)["centre_mae"]
+                    part[f"test/{method}"] = patch_errors(learning.centre_prediction(x, centre), x)["centre_mae"]
                 parts.append(part)
             scores.update(concat(parts))
         return scores
@@ -420,6 +417,12 @@ def probe_inputs(batch):
     return torch.cat(parts, 1).double().numpy()
 
 
+def random_twin(model, seed):
+    """The same fusion architecture with random weights (seeded by `seed`), in eval mode."""
+    torch.manual_seed(10_000 + seed)
+    return train.build_model("fusion", train.model_config_dict(model)).eval()
+
+
 def fusion_scores(ctx, name, seed):
     """A fusion run's per-patch centre MAE of each modality, through the embedding and through its own
     autoencoders on the same test patches; and, for the land-cover probe, on its training patches
@@ -427,11 +430,7 @@ def fusion_scores(ctx, name, seed):
     same architecture with random weights, the 12 input channels and the land-cover class."""
     def compute():
         batches, model = stage(ctx, name, seed)
-        torch.manual_seed(10_000 + seed)
-        cfg = {"autoencoders": {m: vars(ae.cfg) for m, ae in model.autoencoders.items()},
-               "fusion": vars(model.cfg)}
-        random = train.build_model("fusion", cfg).eval()
-        lc = landcover_maps(ctx)
+        lc = landcover_maps(ctx) if name == "fusion" else {}     # the probe reads the default fusion run only
         named = {c["name"] for split in ("train", "val", "test") for c in batches[split]().dataset.cubes}
         lc = lc if named <= set(lc) else {}                     # tiles of a cube: no label map by name
         scores = {}
@@ -442,11 +441,12 @@ def fusion_scores(ctx, name, seed):
                     recon, _ = model(b)
                     part = {}
                     for m in model.cfg.modalities:
-                        part[f"{m}"] = patch_errors(recon[m], b[m][0])["centre_mae"]
+                        part[m] = patch_errors(recon[m], b[m][0])["centre_mae"]
                         part[f"own_{m}"] = patch_errors(model.autoencoders[m](*b[m])[0], b[m][0])["centre_mae"]
                     parts.append(part)
                 scores.update({f"{split}/{k}": v for k, v in concat(parts).items()})
-            if name == "fusion" and lc:              # the probe reads the default fusion run only
+            if lc:
+                random = random_twin(model, seed)
                 for split, loaders in (("train", [batches["train"](0)]),
                                        ("heldout", [batches["val"](), batches["test"]()])):
                     feats = {"fused": [], "s1": [], "s2": [], "random": [], "inputs": [], "landcover": []}
@@ -473,12 +473,6 @@ def fusion_scores(ctx, name, seed):
 # 5. Downstream: a linear land-cover probe and GPP at towers
 # ----------------------------------------------------------------------------------------------
 
-def pca_fit(X, k):
-    """Mean (F,) and the leading k principal axes (F, k) of the rows of X (N, F)."""
-    mean = X.mean(0)
-    return mean, np.linalg.eigh(np.cov((X - mean).T))[1][:, ::-1][:, :k]
-
-
 def ridge_fit(X, Y, lam=RIDGE_LAMBDA):
     """Ridge regression on standardised X (N, F) with an intercept -> predict(X') -> (N', K)."""
     mu, sd = X.mean(0), np.maximum(X.std(0), 1e-9)
@@ -496,27 +490,20 @@ def ndvi(inputs, bands):
 
 
 def probe_features(scores, bands):
-    """{feature set: (train (N, F), held-out (M, F))}: the fused 7-d embedding, PCA-7 of the 12
-    inputs (fitted on the training patches), the S1 + S2 latents side by side (11-d), the fused
-    embedding of the same architecture with random weights, the 12 inputs and NDVI. A missing input
-    (no S1 within the matching gap) is taken as its training mean."""
-    def filled(split):
-        x = scores[f"{split}/inputs"]
-        return np.where(np.isfinite(x), x, np.nanmean(scores["train/inputs"], 0))
-    inputs = {s: filled(s) for s in ("train", "heldout")}
-    mean, axes = pca_fit(inputs["train"], 7)
-    sets = {"fused 7-d": "fused", "S1 + S2 latents 11-d": None, "random weights 7-d": "random",
-            "12 inputs": None, "PCA-7 of the inputs": None, "NDVI": None}
-    out = {}
-    for name, key in sets.items():
-        pair = []
-        for s in ("train", "heldout"):
-            pair.append(scores[f"{s}/{key}"] if key else
-                        np.c_[scores[f"{s}/s1"], scores[f"{s}/s2"]] if name.startswith("S1") else
-                        inputs[s] if name == "12 inputs" else
-                        (inputs[s] - mean) @ axes if name.startswith("PCA") else ndvi(inputs[s], bands))
-        out[name] = tuple(pair)
-    return out
+    """{feature set: (train (N, F), held-out (M, F))}: the fused 7-d embedding, the S1 + S2 latents
+    side by side (11-d), the fused embedding of the same architecture with random weights, the 12
+    inputs, their PCA-7 (embed.pca_fit on the training patches) and NDVI. A missing input (no S1
+    within the matching gap) is taken as its training mean."""
+    fill = np.nanmean(scores["train/inputs"], 0)
+    inputs = {s: np.where(np.isfinite(scores[f"{s}/inputs"]), scores[f"{s}/inputs"], fill) for s in ("train", "heldout")}
+    mean, comps, _ = embed.pca_fit(inputs["train"], 7)
+
+    def sets(s):
+        return {"fused 7-d": scores[f"{s}/fused"], "S1 + S2 latents 11-d": np.c_[scores[f"{s}/s1"], scores[f"{s}/s2"]],
+                "random weights 7-d": scores[f"{s}/random"], "12 inputs": inputs[s],
+                "PCA-7 of the inputs": (inputs[s] - mean) @ comps.T, "NDVI": ndvi(inputs[s], bands)}
+    train_sets, held = sets("train"), sets("heldout")
+    return {k: (train_sets[k], held[k]) for k in train_sets}
 
 
 def probe_correct(train_x, train_y, test_x, test_y, classes):
@@ -574,9 +561,7 @@ def gpp_sites(ctx, seed):
     inputs, fitted on the training years of all towers), ndvi, annual (each year's mean fused
     embedding at the tower: a yearly embedding, Sec. V)."""
     model, _ = train.load_model(ctx.out("fusion", seed) / "checkpoint.pt", "fusion")
-    torch.manual_seed(10_000 + seed)
-    random = train.build_model("fusion", {"autoencoders": {m: vars(ae.cfg) for m, ae in model.autoencoders.items()},
-                                          "fusion": vars(model.cfg)}).eval()
+    random = random_twin(model, seed)
     bands = list(model.autoencoders["s2"].cfg.bands)
     raw = []
     for site, paths in tower_files(ctx):
@@ -585,10 +570,10 @@ def gpp_sites(ctx, seed):
         flux = fluxnet.quality_filter(fluxnet.read_fluxnet(paths["flux"]))
         raw.append((site, obs_days, obs_years, feats, flux))
     fit_rows = np.concatenate([f["inputs"][np.isin(y, YEARS[:3])] for _, _, y, f, _ in raw])
-    mean, axes = pca_fit(fit_rows[np.isfinite(fit_rows).all(1)], 7)
+    mean, comps, _ = embed.pca_fit(fit_rows[np.isfinite(fit_rows).all(1)], 7)
     sites = []
     for site, obs_days, obs_years, feats, flux in raw:
-        feats = {**feats, "pca7": (feats["inputs"] - mean) @ axes, "ndvi": ndvi(feats["inputs"], bands)}
+        feats = {**feats, "pca7": (feats["inputs"] - mean) @ comps.T, "ndvi": ndvi(feats["inputs"], bands)}
         days = data.day_offsets(flux.time.values)
         daily = {k: gpp.daily_interpolate(obs_days, v.astype(np.float64), days) for k, v in feats.items()}
         years = flux.time.dt.year.values
@@ -680,17 +665,14 @@ def gpp_predictions(ctx, seed):
         for exp, folds in (("loyo", [((y,), names, tuple(t for t in YEARS if t != y), names) for y in YEARS]),
                            ("loto", [(YEARS, [n], YEARS, [m for m in names if m != n]) for n in names])):
             for val_years, val_sites, train_years, train_sites in folds:
-                for fs in ("fused", "inputs"):
-                    pred = ridge_predictions(sites, fs, 90, train_years, train_sites, val_years, val_sites)
+                fold = {fs: ridge_predictions(sites, fs, 90, train_years, train_sites, val_years, val_sites)
+                        for fs in ("fused", "inputs")}
+                fold["climatology"] = climatology_predictions(sites, train_years, train_sites, val_sites)
+                for fs, pred in fold.items():            # each fold fills its held-out days
                     for site, p in pred.items():
                         key = f"{exp}/{fs}/{site}"
                         held = np.isin(sites[names.index(site)].year, val_years)
                         out[key] = np.where(held, p, out.get(key, np.full(len(p), np.nan)))
-                clim = climatology_predictions(sites, train_years, train_sites, val_sites)
-                for site, p in clim.items():
-                    key = f"{exp}/climatology/{site}"
-                    held = np.isin(sites[names.index(site)].year, val_years)
-                    out[key] = np.where(held, p, out.get(key, np.full(len(p), np.nan)))
         years = {f"year/{s.site}": s.year for s in sites}
         return {**out, **years}
     (ctx.work / "gpp").mkdir(parents=True, exist_ok=True)
@@ -875,7 +857,7 @@ def claim_landcover(ctx, t):
     labels_tr, labels = scores[0]["train/landcover"], scores[0]["heldout/landcover"]
     classes = np.unique(labels_tr)
     sets = [probe_features(s, bands) for s in scores]
-    correct = {k: np.array([probe_correct(*f[k][:1], labels_tr, f[k][1], labels, classes) for f in sets])
+    correct = {k: np.array([probe_correct(f[k][0], labels_tr, f[k][1], labels, classes) for f in sets])
                for k in sets[0]}
     held = np.unique(labels)
     acc = {k: balanced_accuracy(c, labels, held) for k, c in correct.items()}

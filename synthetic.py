@@ -220,9 +220,10 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
     stress = np.clip(0.4 + 1.2 * moisture, 0.0, 1.0)
     # what the land surface sets (phenology, soil moisture) at the mean cloudiness (0.85): the day's
     # clouds and the measurement noise below are beyond any satellite embedding
-    expected = _GPP_MAX[int(lc[row, col])] * (0.1 + 0.9 * pheno) * light * 0.85 * stress
+    canopy = _GPP_MAX[int(lc[row, col])] * (0.1 + 0.9 * pheno)
+    expected = canopy * light * 0.85 * stress
     light = light * (0.7 + 0.3 * rng.random(daily.size))  # cloudy days
-    gpp = _GPP_MAX[int(lc[row, col])] * (0.1 + 0.9 * pheno) * light * stress
+    gpp = canopy * light * stress
     gpp = gpp + rng.normal(0, 1, daily.size) * (0.1 + 0.1 * gpp)  # larger errors on larger fluxes
     qc = np.where(rng.random(daily.size) < 0.1, rng.uniform(0.2, 0.7, daily.size),
                   0.7 + 0.3 * rng.beta(4, 1.2, daily.size))
