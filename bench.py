@@ -25,20 +25,20 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import data
 import embed
 import losses
-import readers
+import modalities
+import recipe
 import synthetic
 import train
-from deepfeat import S1_TOKEN_CHANNELS, AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
+from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
 
 
 def models():
     """Fresh S1 and S2 autoencoders (trainable) and a fusion model over its own frozen copies."""
     torch.manual_seed(0)
-    make = {"s1": lambda: ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, token_channels=S1_TOKEN_CHANNELS)),
-            "s2": lambda: ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9))}
+    make = {m.name: lambda m=m: ModalityAutoencoder(AutoencoderConfig(m.name, m.bands, m.latent_dim, **m.model))
+            for m in (modalities.S1, modalities.S2)}
     return make["s1"](), make["s2"](), FusionModel({m: f() for m, f in make.items()}, FusionConfig())
 
 
@@ -60,9 +60,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def batch_for(modalities, B, device):
+def batch_for(bands_of, B, device):
     days = torch.cumsum(torch.full((B, 11), 5.0), dim=1).to(device) + 18000
-    return {m: (torch.rand(B, 11, len(bands), 15, 15, device=device), days) for m, bands in modalities.items()}
+    return {m: (torch.rand(B, 11, len(bands), 15, 15, device=device), days) for m, bands in bands_of.items()}
 
 
 def bench_training(device, steps, B=32):
@@ -72,7 +72,7 @@ def bench_training(device, steps, B=32):
     stages = {
         "s1": (s1, s1.parameters(), lambda m, b: losses.s1_loss(m(*b["s1"])[0], b["s1"][0], torch.isfinite(b["s1"][0]), weights)),
         "s2": (s2, s2.parameters(), lambda m, b: losses.s2_loss(m(*b["s2"])[0], b["s2"][0], torch.isfinite(b["s2"][0]), weights)),
-        "fusion": (fusion, fusion.trainable_parameters(), train.fusion_loss_fn({"s1": weights, "s2": weights})),
+        "fusion": (fusion, fusion.trainable_parameters(), recipe.fusion_loss_fn({"s1": weights, "s2": weights})),
     }
     rows = []
     for name, (model, params, loss_fn) in stages.items():
@@ -188,11 +188,12 @@ def bench_embedding(device, T, h, w, amp=False):
 
 
 def quick_fusion_checkpoint(path):
-    """A fusion checkpoint of the --quick size (train.QUICK_*), random weights."""
+    """A fusion checkpoint of the --quick size (recipe.PRESETS["quick"]), random weights."""
     torch.manual_seed(0)
-    aes = {"s1": ModalityAutoencoder(AutoencoderConfig("s1", data.S1_BANDS, 2, **train.QUICK_AUTOENCODER)),
-           "s2": ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9, **train.QUICK_AUTOENCODER))}
-    model = FusionModel(aes, FusionConfig(**train.QUICK_FUSION)).eval()
+    quick = recipe.PRESETS["quick"]["autoencoder"]["model"]
+    aes = {m.name: ModalityAutoencoder(AutoencoderConfig(m.name, m.bands, m.latent_dim, **{**m.model, **quick}))
+           for m in (modalities.S1, modalities.S2)}
+    model = FusionModel(aes, FusionConfig(**recipe.PRESETS["quick"]["fusion"]["model"])).eval()
     train.save_checkpoint(path, {"format": train.CHECKPOINT_FORMAT, "kind": "fusion",
                                  "model_config": train.model_config_dict(model), "model": model.state_dict()})
     return path
@@ -212,9 +213,9 @@ def bench_output(size=128, reps=5, seed=0):
         s1, s2, _ = synthetic.make_synthetic_cube(seed=seed, size=size)
         synthetic.write_cube(s1, folder / "s1.nc")
         synthetic.write_cube(s2, folder / "s2.nc")
+        inputs = {"s2": folder / "s2.nc", "s1": folder / "s1.nc"}
         t = time.perf_counter()
-        out = embed.embed_cube(folder / "s2.nc", folder / "s1.nc", quick_fusion_checkpoint(folder / "q.pt"),
-                               folder / "e.nc")
+        out = embed.embed_cube(inputs, quick_fusion_checkpoint(folder / "q.pt"), folder / "e.nc")
         with netCDF4.Dataset(out) as nc:
             nc.set_auto_mask(False)
             values = np.concatenate([nc["embedding"][:], nc["embedding_quality"][:][..., None]], axis=-1)
@@ -267,8 +268,8 @@ def stream_epoch(cubes, cache, batch_size=32):
     """In a fresh process: prepare (or reuse) the S2 cubes of a folder in `cache` (None: in memory)
     and read one training epoch of batches -> (patches, seconds, peak RSS in MiB)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        split, _ = readers.load_splits([cubes], "s2", seed=0, cache=cache)
-    batches = train.patch_batches(split["train"], dataclasses.replace(data.S2_SAMPLING, s_stride=5), "s2",
+        split, _ = modalities.load_splits([cubes], "s2", seed=0, cache=cache)
+    batches = recipe.patch_batches(split["train"], dataclasses.replace(modalities.S2.sampling, s_stride=5), "s2",
                                   batch_size, seed=0)
     t = time.perf_counter()
     n = sum(len(b["s2"][0]) for b in batches(0))
@@ -282,8 +283,8 @@ def in_fresh_process(fn, *args):
 
 
 def bench_stream(n_many=200, size=32):
-    """Training data read patch by patch from prepared cubes on disk (readers.load_splits with a cache,
-    train.PatchBatches): peak RSS and samples/s of one epoch with 5 and with n_many synthetic cubes,
+    """Training data read patch by patch from prepared cubes on disk (modalities.load_splits with a cache,
+    recipe.PatchBatches): peak RSS and samples/s of one epoch with 5 and with n_many synthetic cubes,
     and on sample_data in memory vs streamed. Each epoch runs in its own process, after a first run
     that prepares the cache."""
     folder = Path(tempfile.mkdtemp(prefix="deepfeat-bench-stream-"))

@@ -15,16 +15,15 @@ Cube convention (readers.py returns it, every model script consumes it):
     NaN; the validity mask is `np.isfinite(x)`, which the model and the loss receive.
 
 Sections: 1. conventions  2. patch sampling (Sec. III-B)  3. splits (Sec. II)  4. dates and cube
-checks  5. S1 matched to S2 (Sec. III-C)  6. errors and command-line helpers  7. command line.
-
-Run (from the repository root, CPU only):
-    python data.py --help
-    python data.py inspect ../shared/realdata/s2_l2a_romania/*.nc ../shared/realdata/s1_grd_myanmar/*.nc
-    python data.py inspect sample_data
-    python data.py make-sample-data          # rewrites sample_data/ deterministically (~2 s)
+checks  5. a modality matched to the reference dates (Sec. III-C)  6. errors, atomic writes and
+command-line helpers. Not a script: `python readers.py inspect FILE` shows what the readers make of a
+file, `python synthetic.py` rewrites sample_data/. data.py imports no other module of the project.
 """
 import argparse
+import csv
+import os
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +68,8 @@ def linear_to_db(linear):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Patch sampling (Sec. III-B: 15 x 15 px x 11 frames out of 40 (S1) or 20 (S2, fusion) frames)
+# 2. Patch sampling (Sec. III-B: 15 x 15 px x 11 frames out of 40 (S1) or 20 (S2, fusion) frames;
+#    each modality's SamplingConfig is in its entry, modalities.py)
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -81,11 +81,6 @@ class SamplingConfig:
     s_stride: int
     n_frames: int = N_FRAMES
     patch: int = PATCH
-
-
-S1_SAMPLING = SamplingConfig(seq_len=40, t_stride=40, s_stride=15)
-S2_SAMPLING = SamplingConfig(seq_len=20, t_stride=17, s_stride=9)
-FUSION_SAMPLING = SamplingConfig(seq_len=20, t_stride=17, s_stride=9)
 
 
 def patch_index(T, H, W, cfg, rng):
@@ -137,7 +132,7 @@ def sample_patches(arrays, days, cfg, rng, key):
     """Sec. III-B samples of one cube: {name: (x (N, F, C, P, P) float32, d (N, F) float64 days)}.
 
     arrays[name] (T, C, H, W) float32 with NaN and days[name] (T,) (day_offsets) share T, H, W across
-    modalities (fusion: S1 already matched to the S2 dates, its days from s1_time). All modalities
+    modalities (fusion: S1 already matched to the S2 dates, its days from source_time). All modalities
     use the same frames and corners. Cloud policy: a sample is kept only if its central observation
     (frame F // 2, pixel (P // 2, P // 2)) in modality `key` is valid in every band; any other NaN is
     kept, so the loss masks it (mask = isfinite(x)) instead of seeing zeros that pretend to be data.
@@ -198,7 +193,7 @@ TILE_GAP = 8
 
 
 def tile_cube(cube, size=TILE_SIZE, gap=TILE_GAP):
-    """A loaded cube (see readers.load_training_cubes) -> disjoint tiles of size x size px, `gap` px apart.
+    """A loaded cube (see modalities.load_training_cubes) -> disjoint tiles of size x size px, `gap` px apart.
 
     Tiles start at 0, size + gap, ... along y and x while they fit; each is a cube of its own, named
     'NAME[y0:y1,x0:x1]', with views (no copies) of the cube's arrays.
@@ -229,6 +224,22 @@ def day_offsets(time):
     if np.isnat(t).any():
         raise CubeError("dates contain NaT (not-a-time)")
     return ((t - EPOCH) / DAY).astype(np.float64)
+
+
+def interpolate_time(days, values, at_days):
+    """Linear interpolation in time between each series' valid observations: days (T,) increasing,
+    values (T, ...) with NaN gaps, at_days (N,) -> (N, ...) in values' float dtype. Before a series'
+    first or after its last valid observation the result is NaN: no extrapolation, never the edge
+    value held. The one interpolation of the project: embed.py --fill linear (at the S2 dates) and
+    the daily GPP predictors (Sec. IV-C: the paper interpolates to daily values)."""
+    days, values = np.asarray(days, dtype=np.float64), np.asarray(values)
+    flat = values.reshape(len(days), -1)                                             # (T, S)
+    dtype = values.dtype if values.dtype.kind == "f" else np.float64
+    out = np.full((len(at_days), flat.shape[1]), np.nan, dtype=dtype)                # (N, S)
+    for n in np.flatnonzero(np.isfinite(flat).any(0)):
+        ok = np.isfinite(flat[:, n])
+        out[:, n] = np.interp(at_days, days[ok], flat[ok, n], left=np.nan, right=np.nan)
+    return out.reshape((len(at_days),) + values.shape[1:])
 
 
 def _check_times(t, name, allow_duplicates=False):
@@ -286,67 +297,55 @@ def validate_cube(ds, bands, min_dates=N_FRAMES, min_size=PATCH, name="cube"):
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. S1 matched to S2 (Sec. III-C: the closest S1 acquisition to each S2 date, on one grid)
+# 5. A modality matched to the reference dates (Sec. III-C: the closest acquisition, on one grid)
 # ---------------------------------------------------------------------------------------------
 
-def match_s1_to_s2(s1, s2, max_gap_days=6.0):
-    """For each S2 date the closest S1 acquisition within `max_gap_days` (Sec. III-C).
+def match_dates(cube, ref, max_gap_days=6.0, name="S1", ref_name="S2"):
+    """For each date of `ref` the closest acquisition of `cube` within `max_gap_days` (Sec. III-C: the
+    S1 acquisition closest to each S2 date).
 
-    `s1` must already be on the S2 grid (readers.open_s1(path, target=s2)). Returns a cube with S2's time,
-    y, x, S1's variables (an all-NaN frame where no S1 lies within the gap; one S1 frame may serve
-    several S2 dates), coordinate `s1_time` (time,) = the S1 acquisition used, or the S2 date itself
-    where there is none (never NaT), and `s1_matched` (time,) bool. Ties go to the earlier S1 date.
+    `cube` must already be on the grid of `ref` (its reader's target=ref). Returns a cube with ref's
+    time, y, x, cube's variables (an all-NaN frame where no acquisition lies within the gap; one frame
+    may serve several dates), coordinate `source_time` (time,) = the acquisition used, or the
+    reference date itself where there is none (never NaT), and `matched` (time,) bool. Ties go to
+    the earlier acquisition. `name` and `ref_name` label the two cubes in messages.
     """
-    for label, ds in (("S1", s1), ("S2", s2)):
+    for label, ds in ((name, cube), (ref_name, ref)):
         if not isinstance(ds, xr.Dataset) or "x" not in ds.coords or "y" not in ds.coords:
-            raise CubeError(f"match_s1_to_s2: {label} must be a Dataset with x/y coordinates")
-    check_same_crs(s1, s2, "match_s1_to_s2: the S1 cube", "the S2 cube")
-    s1_t = time_values(s1, "S1 cube")
-    s2_t = time_values(s2, "S2 cube")
-    same_grid = all(s1.sizes[d] == s2.sizes[d] and
-                    np.allclose(s1[d].values, s2[d].values, rtol=0, atol=1e-3) for d in ("y", "x"))
+            raise CubeError(f"match_dates: {label} must be a Dataset with x/y coordinates")
+    check_same_crs(cube, ref, f"match_dates: the {name} cube", f"the {ref_name} cube")
+    src_t = time_values(cube, f"{name} cube")
+    ref_t = time_values(ref, f"{ref_name} cube")
+    same_grid = all(cube.sizes[d] == ref.sizes[d] and
+                    np.allclose(cube[d].values, ref[d].values, rtol=0, atol=1e-3) for d in ("y", "x"))
     if not same_grid:
-        spans = {d: [(float(c[d].min()), float(c[d].max())) for c in (s1, s2)] for d in ("y", "x")}
+        spans = {d: [(float(c[d].min()), float(c[d].max())) for c in (cube, ref)] for d in ("y", "x")}
         if any(min(a[1], b[1]) < max(a[0], b[0]) for a, b in spans.values()):
-            raise CubeError("match_s1_to_s2: S1 and S2 cubes do not overlap in space")
-        raise CubeError("match_s1_to_s2: S1 is not on the S2 grid (y/x differ); "
-                        "regrid first with readers.open_s1(path, target=s2)")
-    d1, d2 = day_offsets(s1_t), day_offsets(s2_t)
-    idx, _ = nearest_index(d1, d2)  # ties go to the lower value: the earlier S1 date
-    matched = np.abs(d1[idx] - d2) <= max_gap_days
+            raise CubeError(f"match_dates: {name} and {ref_name} cubes do not overlap in space")
+        raise CubeError(f"match_dates: {name} is not on the {ref_name} grid (y/x differ); "
+                        f"prepare it with the {ref_name} cube as target first")
+    d_src, d_ref = day_offsets(src_t), day_offsets(ref_t)
+    idx, _ = nearest_index(d_src, d_ref)  # ties go to the lower value: the earlier acquisition
+    matched = np.abs(d_src[idx] - d_ref) <= max_gap_days
     if not matched.any():
-        raise CubeError(f"match_s1_to_s2: S1 ({s1_t[0]} .. {s1_t[-1]}) and S2 ({s2_t[0]} .. {s2_t[-1]}) "
-                        f"do not overlap in time (no S1 within {max_gap_days} days of any S2 date)")
+        raise CubeError(f"match_dates: {name} ({src_t[0]} .. {src_t[-1]}) and {ref_name} ({ref_t[0]} .. {ref_t[-1]}) "
+                        f"do not overlap in time (no {name} date within {max_gap_days} days of any {ref_name} date)")
     variables = {}
-    for v in s1.data_vars:
-        if tuple(s1[v].dims) != ("time", "y", "x"):
+    for v in cube.data_vars:
+        if tuple(cube[v].dims) != ("time", "y", "x"):
             continue
-        arr = s1[v].values[idx]  # (T_s2, H, W)
+        arr = cube[v].values[idx]  # (T_ref, H, W)
         arr[~matched] = np.nan
-        variables[v] = xr.Variable(("time", "y", "x"), arr, dict(s1[v].attrs))
-    coords = {"time": s2["time"].variable, "y": s2["y"].variable, "x": s2["x"].variable,
-              "s1_time": ("time", np.where(matched, s1_t[idx], s2_t)),
-              "s1_matched": ("time", matched)}
-    for c in s1.coords:
-        if s1[c].ndim == 0:
-            coords[c] = s1[c].variable
-    attrs = dict(s1.attrs, max_gap_days=float(max_gap_days),
-                 matching="closest S1 date to each S2 date (Sec. III-C)")
+        variables[v] = xr.Variable(("time", "y", "x"), arr, dict(cube[v].attrs))
+    coords = {"time": ref["time"].variable, "y": ref["y"].variable, "x": ref["x"].variable,
+              "source_time": ("time", np.where(matched, src_t[idx], ref_t)),
+              "matched": ("time", matched)}
+    for c in cube.coords:
+        if cube[c].ndim == 0:
+            coords[c] = cube[c].variable
+    attrs = dict(cube.attrs, max_gap_days=float(max_gap_days),
+                 matching=f"closest {name} date to each {ref_name} date (Sec. III-C)")
     return xr.Dataset(variables, coords=coords, attrs=attrs)
-
-
-def fusion_arrays(s2, s1, bands, max_gap_days=6.0):
-    """The fusion model's input of one area (Sec. III-C), written once for training and embedding.
-
-    s2: a prepared S2 cube; s1: a prepared S1 cube on the S2 grid (readers.open_s1 / prepare_s1 with
-    target=s2). S1 is matched to the S2 dates (match_s1_to_s2); its days are the S1 acquisitions
-    used, so the model sees the real S1 gaps. Returns arrays {"s1": (T, 2, H, W), "s2": (T, C, H, W)}
-    and days {"s1": (T,), "s2": (T,)} (day_offsets), T = the S2 dates.
-    """
-    matched = match_s1_to_s2(s1, s2, max_gap_days=max_gap_days)
-    arrays = {"s1": cube_array(matched, S1_BANDS), "s2": cube_array(s2, bands)}
-    days = {"s1": day_offsets(matched["s1_time"]), "s2": day_offsets(s2["time"])}
-    return arrays, days
 
 
 def cube_array(ds, bands):
@@ -418,8 +417,40 @@ def check_same_crs(ds, ref, name, ref_name):
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. Errors and command-line helpers (one line on stderr, exit 2)
+# 6. Errors, atomic writes and command-line helpers (one line on stderr, exit 2)
 # ---------------------------------------------------------------------------------------------
+
+WRITER = f"{socket.gethostname()}-{os.getpid()}"      # in temp-file names: writers never collide
+
+
+def write_atomic(path, write):
+    """Write `path` all at once: write(tmp) fills a temporary file beside it, then os.replace renames
+    it over `path`, so a reader sees the old file or the new one, never half of one. The temporary
+    name carries this process (WRITER: DDP ranks and shards write side by side) and keeps the suffix
+    (np.save, savefig and netCDF go by it); it is removed when write(tmp) fails or is interrupted."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{WRITER}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_csv(path, rows, columns=None):
+    """A CSV table, atomically (write_atomic): dict rows under the header `columns`, or, without
+    columns, lists of values (the first one the header)."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            if columns is None:
+                csv.writer(f).writerows(rows)
+            else:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                writer.writerows(rows)
+    write_atomic(path, write)
+
 
 class InputError(ValueError):
     """Bad input to any stage (a cube, a flux table, a flag); the message names the problem and the
@@ -459,6 +490,19 @@ def int_at_least(minimum):
 positive_int = int_at_least(1)
 
 
+def name_value(kind):
+    """argparse type of NAME=VALUE (--checkpoint s1=PATH, --input s2=FILE, --centre-weight s2=1.75)."""
+    def parse(text):
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. s2=...), got {text!r}")
+        try:
+            return name, kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a {kind.__name__}") from None
+    return parse
+
+
 def add_mask_arg(parser):
     """The --mask-var flag of every command that reads S2 (training, embedding, GPP)."""
     parser.add_argument("--mask-var", default=None, metavar="NAME",
@@ -488,33 +532,3 @@ def run_cli(main, argv=None):
         raise SystemExit(130) from None
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-# ---------------------------------------------------------------------------------------------
-# 7. Command line: inspect cubes (readers.py), regenerate sample_data/ (synthetic.py)
-# ---------------------------------------------------------------------------------------------
-
-def main(argv=None):
-    """Command line: `inspect PATH...` and `make-sample-data [--out DIR]`."""
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_inspect = sub.add_parser("inspect", help="summarise cube files (dims, bands, dates, revisit, "
-                               "cloud/NaN fraction, value ranges); a folder: every .nc/.csv in it")
-    p_inspect.add_argument("paths", nargs="+", metavar="PATH",
-                           help="netCDF cube (S2, S1, synthetic), FLUXNET daily CSV, or folder")
-    p_make = sub.add_parser("make-sample-data", help="regenerate sample_data/ deterministically")
-    p_make.add_argument("--out", default=str(Path(__file__).resolve().parent / "sample_data"),
-                        help="output folder (default: sample_data/ next to data.py)")
-    args = parser.parse_args(argv)
-    import readers      # imported here: data.py itself reads no file, so every module can import it
-    import synthetic
-    if args.command == "inspect":
-        if sum(readers.inspect(p) for p in args.paths):
-            raise SystemExit(2)
-    else:
-        synthetic.make_sample_data(args.out)
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -33,17 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import N_FRAMES, PATCH
-
 
 # ----------------------------------------------------------------------------------------------
 # 1. Configs
 # ----------------------------------------------------------------------------------------------
-
-# S1 has two bands: a 128-wide token (8 channels x 4 x 4) instead of S2's 256, so its transformer
-# costs a quarter (embedding speed is set by the transformers, bench.py).
-S1_TOKEN_CHANNELS = 8
-
 
 @dataclass
 class AutoencoderConfig:
@@ -57,8 +50,8 @@ class AutoencoderConfig:
     modality: str                       # "s1", "s2", ... (checked when checkpoints are loaded)
     bands: tuple                        # band names in input channel order
     latent_dim: int                     # 2 for S1, 9 for S2 (Sec. III-B)
-    n_frames: int = N_FRAMES            # T, frames per patch (Sec. III-B, data.py)
-    patch: int = PATCH                  # H = W, pixels per side
+    n_frames: int = 11                  # T, frames per patch (Sec. III-B; data.N_FRAMES draws them)
+    patch: int = 15                     # H = W, pixels per side (Sec. III-B; data.PATCH)
     width: int = 32                     # conv channels in the attention blocks
     kernel_sizes: tuple = (1, 3, 5)     # multiscale branches (first encoder / last decoder block)
     token_channels: int = 16            # channels of the final 4x4 map -> d_model = 16*4*4 = 256 (S2)
@@ -462,7 +455,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     s1 = ModalityAutoencoder(AutoencoderConfig("s1", ("vv", "vh"), latent_dim=2,
-                                               token_channels=S1_TOKEN_CHANNELS)).eval()
+                                               token_channels=8)).eval()        # as modalities.S1 sizes it
     s2 = ModalityAutoencoder(AutoencoderConfig("s2", ("B02", "B03", "B04", "B05", "B06", "B07", "B08",
                                                       "B8A", "B11", "B12"), latent_dim=9)).eval()
     fusion = FusionModel({"s1": s1, "s2": s2}, FusionConfig()).eval()

@@ -57,6 +57,7 @@ import torch
 import xarray as xr
 
 import data
+import modalities
 import readers
 import train
 from deepfeat import FusionModel
@@ -238,57 +239,46 @@ def sample_centre_mae(recon, target):
 # ----------------------------------------------------------------------------------------------
 
 class CubeReader:
-    """Lazily opened S2 (and S1) cubes, prepared and padded one row block at a time.
+    """Lazily opened input files of the modalities a model reads, assembled one row block at a time.
 
+    paths {modality: file (S2: or its 10 m and 20 m files)}, bands {modality: bands}; the reference
+    modality (modalities.fusion_order: S2 in fusion, else the only one) sets the grid and the dates.
     half_patch: the halo, patch // 2 of the model's config (data.PATCH // 2 = 7 by default)."""
 
-    def __init__(self, s2=None, s1=None, modalities=("s2",), bands=None, max_gap_days=6.0, mask_var=None,
-                 half_patch=data.PATCH // 2):
-        self.modalities = modalities
-        self.bands = bands
-        self.max_gap_days = max_gap_days
-        self.mask_var = mask_var
-        self.half = half_patch
-        self.raw_s2 = _open_raw(s2, "--s2", readers.open_s2_raw) if "s2" in modalities else None
-        self.raw_s1 = _open_raw(s1, "--s1", readers.open_raw) if "s1" in modalities else None
-        if self.raw_s1 is not None and self.raw_s2 is not None:
-            data.check_same_crs(self.raw_s1, self.raw_s2, f"--s1 {s1}", f"--s2 {s2}")
-        grid = self.raw_s2 if self.raw_s2 is not None else self.raw_s1
-        self.grid = grid
-        self.H, self.W = grid.sizes["y"], grid.sizes["x"]
+    def __init__(self, paths, bands, max_gap_days=6.0, mask_var=None, half_patch=data.PATCH // 2):
+        self.names = modalities.fusion_order(list(paths))
+        self.ref = self.names[-1]
+        self.bands, self.max_gap_days, self.mask_var, self.half = bands, max_gap_days, mask_var, half_patch
+        for m in self.names:
+            for p in [paths[m]] if isinstance(paths[m], (str, os.PathLike)) else paths[m]:
+                if not Path(p).exists():
+                    raise data.CubeError(f"{_flag(m)} {p}: no such file")
+        self.raws = modalities.open_inputs({m: paths[m] for m in self.names})
+        for m in self.names[:-1]:
+            data.check_same_crs(self.raws[m], self.raws[self.ref], f"{_flag(m)} {paths[m]}",
+                                f"{_flag(self.ref)} {paths[self.ref]}")
+        self.grid = self.raws[self.ref]
+        self.H, self.W = self.grid.sizes["y"], self.grid.sizes["x"]
         patch = 2 * half_patch + 1
         if min(self.H, self.W) < patch:
             raise data.CubeError(f"cube is {self.H} x {self.W} px, smaller than a {patch} x {patch} patch")
         self.time = self.block(0, 1)[2]          # the output's time axis (S1 duplicates merged)
 
     def block(self, r0, r1):
-        """Rows [r0, r1) -> (arrays {m: (T, C, r1-r0+2*half, W+2*half)}, days {m: (T,)}, time coordinate)."""
+        """Rows [r0, r1) -> (arrays {m: (T, C, r1-r0+2*half, W+2*half)}, days {m: (T,)}, time coordinate):
+        modalities.assemble of the reference's rows (with the halo) and the other inputs' rows near them."""
         half = self.half
         lo, hi = max(0, r0 - half), min(self.H, r1 + half)
-        if self.raw_s2 is not None:
-            s2 = readers.prepare_s2(self.raw_s2.isel(y=slice(lo, hi)), bands=self.bands["s2"], mask_var=self.mask_var)
-            time_coord = s2.time
-            if self.raw_s1 is not None:
-                s1 = readers.prepare_s1(_rows_near(self.raw_s1, s2.y.values), target=s2)
-                arrays, days = data.fusion_arrays(s2, s1, self.bands["s2"], self.max_gap_days)
-            else:
-                arrays, days = {"s2": data.cube_array(s2, self.bands["s2"])}, {"s2": data.day_offsets(s2.time)}
-        else:
-            s1 = readers.prepare_s1(self.raw_s1.isel(y=slice(lo, hi)))
-            arrays, days = {"s1": data.cube_array(s1, self.bands["s1"])}, {"s1": data.day_offsets(s1.time)}
-            time_coord = s1.time
+        rows = self.raws[self.ref].isel(y=slice(lo, hi))
+        raws = {m: rows if m == self.ref else _rows_near(raw, rows.y.values) for m, raw in self.raws.items()}
+        arrays, days, ref_cube = modalities.assemble(raws, self.bands, self.mask_var, self.max_gap_days)
         pad = ((0, 0), (0, 0), (half - (r0 - lo), half - (hi - r1)), (half, half))
-        return {m: np.pad(a, pad, mode="reflect") for m, a in arrays.items()}, days, time_coord
+        return {m: np.pad(a, pad, mode="reflect") for m, a in arrays.items()}, days, ref_cube.time
 
 
-def _open_raw(path, flag, opener):
-    """Open lazily; S2 may be several files of one area (10 m + 20 m), combined by readers.open_s2_raw."""
-    if path is None:
-        raise SystemExit(f"this checkpoint needs {flag}")
-    for p in [path] if isinstance(path, (str, os.PathLike)) else path:
-        if not Path(p).exists():
-            raise SystemExit(f"{flag} {p}: no such file")
-    return opener(path)
+def _flag(m):
+    """The command-line flag of a modality's input: --s2 / --s1, or --input NAME= for any other."""
+    return f"--{m}" if m in ("s1", "s2") else f"--input {m}="
 
 
 def _rows_near(raw, y_values, margin_px=2):
@@ -297,7 +287,7 @@ def _rows_near(raw, y_values, margin_px=2):
     step = np.abs(np.diff(y)).max() if len(y) > 1 else 0.0
     keep = np.flatnonzero((y >= y_values.min() - margin_px * step) & (y <= y_values.max() + margin_px * step))
     if len(keep) == 0:
-        raise data.CubeError("the S1 cube does not overlap the S2 cube in y")
+        raise data.CubeError("an input cube does not overlap the reference cube in y")
     return raw.isel(y=slice(keep[0], keep[-1] + 1))
 
 
@@ -305,11 +295,12 @@ def _rows_near(raw, y_values, margin_px=2):
 # 4. The whole cube: row blocks -> parts on disk (one folder per shard) -> one netCDF
 # ----------------------------------------------------------------------------------------------
 
-def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="none", device="cpu",
+def embed_cube(inputs, checkpoint, out, path="fast", block_pixels=2048, fill="none", device="cpu",
                amp=False, max_gap_days=6.0, mask_var=None, quality_every=1, shard=(1, 1)):
     """Embed a cube block by block, resumably; write OUT (netCDF) atomically. Returns OUT.
 
-    shard (K, N) with N > 1: embed only the K-th of N contiguous ranges of row blocks (shard_blocks)
+    inputs {modality: file (S2: or its 10 m and 20 m files)}: the checkpoint's modalities are read, others
+    ignored. shard (K, N) with N > 1: embed only the K-th of N contiguous ranges of row blocks (shard_blocks)
     into OUT.shard-K-of-N.parts/ and return that folder; `merge(OUT)` writes OUT once all N are done.
     CubeError for a cube with fewer dates than a patch has frames, or where no pixel-date at all can be
     embedded (then no file is written: an all-NaN cube is a mistake, not a result)."""
@@ -319,8 +310,12 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     aes, ref, names = model_parts(model)
     bands = {m: ae.cfg.bands for m, ae in aes.items()}
     half, n_frames = aes[ref].cfg.patch // 2, aes[ref].cfg.n_frames
-    reader = CubeReader(s2, s1, tuple(aes), bands, max_gap_days, mask_var, half)
-    source = f"--{ref} {s2 if ref == 's2' else s1}"
+    missing = [m for m in aes if inputs.get(m) is None]
+    if missing:
+        raise SystemExit(f"this checkpoint needs {' and '.join(_flag(m) for m in missing)} (it reads {', '.join(aes)})")
+    paths = {m: inputs[m] for m in aes}
+    reader = CubeReader(paths, bands, max_gap_days, mask_var, half)
+    source = f"{_flag(ref)} {paths[ref]}"
     if len(reader.time) < n_frames:
         raise data.CubeError(f"{source}: {len(reader.time)} dates; an embedding needs {n_frames} "
                              f"(its date and {n_frames // 2} on each side)")
@@ -328,12 +323,12 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
     blocks = [(r, min(r + rows, reader.H)) for r in range(0, reader.H, rows)]
     sha = file_sha256(checkpoint)
     # everything the parts' numbers and the output file depend on: shards must agree on all of it
-    run = {"checkpoint_sha256": sha, "s2": str(s2), "s1": str(s1), "path": path, "amp": amp,
+    run = {"checkpoint_sha256": sha, "inputs": {m: str(p) for m, p in paths.items()}, "path": path, "amp": amp,
            "blocks": blocks, "max_gap_days": max_gap_days, "mask_var": mask_var, "fill": fill, "source": source,
            "header": output_header(reader, names, quality_every, attrs={
                "checkpoint": str(checkpoint), "checkpoint_sha256": sha,
                "checkpoint_kind": ckpt["kind"], "bands": json.dumps({m: list(b) for m, b in bands.items()}),
-               "s2_source": str(s2), "s1_source": str(s1),
+               **{f"{m}_source": str(p) for m, p in paths.items()},
                "normalisation": "S2 reflectance (DN + offset) / 10000; S1 dB clipped to "
                                 + json.dumps(data.S1_DB_RANGE) + " and scaled to 0-1",
                "gaps": f"NaN where the central S2 observation is missing and for the first/last {n_frames // 2} "
@@ -355,7 +350,7 @@ def embed_cube(s2, s1, checkpoint, out, path="fast", block_pixels=2048, fill="no
         arrays, days, _ = reader.block(r0, r1)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             emb, qual = embed_block(model, arrays, days, path, quality_every, r0, device=device)   # (T, rows, W, F)
-        _save_atomic(part, emb if qual is None else np.concatenate([emb, qual[..., None]], axis=-1))
+        _save_part(part, emb if qual is None else np.concatenate([emb, qual[..., None]], axis=-1))
         n_done += 1
         n_embedded += int(np.isfinite(emb[..., 0]).sum())
         eta = (len(mine) - i - 1) * (time.time() - t0) / n_done
@@ -405,6 +400,11 @@ def _part_name(block):
     return f"rows_{block[0]:06d}_{block[1]:06d}.npy"
 
 
+def _save_part(path, array):
+    """One finished row block, written atomically: a block on disk is always whole."""
+    data.write_atomic(path, lambda tmp: np.save(tmp, array))
+
+
 def _start_parts(parts, plan):
     """Create the parts folder with plan.json, or check that existing parts belong to the same run and shard."""
     plan_file = parts / "plan.json"
@@ -416,22 +416,13 @@ def _start_parts(parts, plan):
                              "differ): remove it or choose another --out")
         return
     parts.mkdir(parents=True, exist_ok=True)
-    tmp = plan_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan))
-    os.replace(tmp, plan_file)
+    data.write_atomic(plan_file, lambda tmp: tmp.write_text(json.dumps(plan)))
 
 
 def _differences(a, b):
     """Names of the run settings that differ between two plans (header: the inputs' grid, dates or attributes)."""
     a, b = a.get("run", {}), b.get("run", {})
     return [key for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
-
-
-def _save_atomic(path, array):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
 
 
 def merge(out):
@@ -526,66 +517,68 @@ def write_netcdf(out, part_files, run, code_version):
     header = run["header"]
     T, H, W, F = len(header["time"]), len(header["y"]), len(header["x"]), len(header["features"])
     ct, cy, cx = min(T, CHUNK_DATES), min(H, CHUNK_PIXELS), min(W, CHUNK_PIXELS)
-    tmp = out.with_name(out.name + ".tmp")
     n_embedded = 0
-    with netCDF4.Dataset(tmp, "w") as nc:
-        for dim, size in (("time", T), ("y", H), ("x", W), ("feature", F)):
-            nc.createDimension(dim, size)
-        tvar = nc.createVariable("time", "i8", ("time",))
-        tvar[:] = np.array(header["time"], dtype=np.int64)
-        tvar.units, tvar.calendar, tvar.standard_name = header["time_units"], "proleptic_gregorian", "time"
-        for dim in ("y", "x"):
-            var = nc.createVariable(dim, "f8", (dim,))
-            var.setncatts(header[f"{dim}_attrs"])
-            var[:] = np.array(header[dim], dtype=np.float64)
-        fvar = nc.createVariable("feature", str, ("feature",))
-        for i, name in enumerate(header["features"]):
-            fvar[i] = name
-        gm = header["grid_mapping"]
-        if gm:
-            nc.createVariable(gm, "i4").setncatts(header["grid_mapping_attrs"])
-        variables = {"embedding": "DeepFeat embedding"}
-        if run["fill"] == "linear":
-            variables["embedding_filled"] = "DeepFeat embedding (gaps filled linearly in time)"
-        for v, long_name in variables.items():
-            var = nc.createVariable(v, "f4", ("time", "y", "x", "feature"), fill_value=np.float32(np.nan),
-                                    chunksizes=(ct, cy, cx, F), **COMPRESSION)
-            var.long_name = long_name
-        S = header["quality_every"]
-        if S:
-            var = nc.createVariable("embedding_quality", "f4", ("time", "y", "x"), fill_value=np.float32(np.nan),
-                                    chunksizes=(ct, cy, cx), **COMPRESSION)
-            var.long_name, var.units = "embedding quality: centre reconstruction MAE", "1"
-            var.comment = QUALITY_TEXT + ("" if S == 1 else f"; only at rows and columns that are multiples of {S}")
-        if gm:
-            for v in list(variables) + (["embedding_quality"] if S else []):
-                nc[v].grid_mapping = gm
-        nc.setncatts({**header["attrs"], "code_version": code_version})
-        blocks = [tuple(b) for b in run["blocks"]]
-        counts = np.array(header["time"], dtype=np.int64)
-        days = data.day_offsets((counts * TIME_UNITS[header["time_units"].split()[0]]).astype("datetime64[ns]"))
-        step = max(1, -(-H // cy) // 10)                   # about ten progress lines
-        for y0 in range(0, H, cy):
-            y1 = min(H, y0 + cy)
-            rows = [(b, np.load(part_files[b], mmap_mode="r")) for b in blocks if b[0] < y1 and b[1] > y0]
-            for x0 in range(0, W, cx):
-                x1 = min(W, x0 + cx)
-                tile = np.concatenate([a[:, max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] for (r0, r1), a in rows],
-                                      axis=1)                                # (T, y1-y0, x1-x0, F [+ 1])
-                emb = tile[..., :F]
-                n_embedded += int(np.isfinite(emb[..., 0]).sum())
-                nc["embedding"][:, y0:y1, x0:x1] = emb
-                if S:
-                    nc["embedding_quality"][:, y0:y1, x0:x1] = tile[..., F]
-                if run["fill"] == "linear":
-                    nc["embedding_filled"][:, y0:y1, x0:x1] = fill_linear(days, emb)
-            if y1 == H or (y0 // cy + 1) % step == 0:
-                print(f"writing {out.name}: rows 0-{y1 - 1} of {H}", flush=True)
-    if n_embedded == 0:
-        tmp.unlink()
-        raise data.CubeError(f"{run['source']}: no pixel-date could be embedded (every central observation is "
-                             "missing: all-NaN bands, a cloud mask covering everything, or no date with 5 on each side)")
-    os.replace(tmp, out)
+
+    def write(tmp):
+        nonlocal n_embedded
+        with netCDF4.Dataset(tmp, "w") as nc:
+            for dim, size in (("time", T), ("y", H), ("x", W), ("feature", F)):
+                nc.createDimension(dim, size)
+            tvar = nc.createVariable("time", "i8", ("time",))
+            tvar[:] = np.array(header["time"], dtype=np.int64)
+            tvar.units, tvar.calendar, tvar.standard_name = header["time_units"], "proleptic_gregorian", "time"
+            for dim in ("y", "x"):
+                var = nc.createVariable(dim, "f8", (dim,))
+                var.setncatts(header[f"{dim}_attrs"])
+                var[:] = np.array(header[dim], dtype=np.float64)
+            fvar = nc.createVariable("feature", str, ("feature",))
+            for i, name in enumerate(header["features"]):
+                fvar[i] = name
+            gm = header["grid_mapping"]
+            if gm:
+                nc.createVariable(gm, "i4").setncatts(header["grid_mapping_attrs"])
+            variables = {"embedding": "DeepFeat embedding"}
+            if run["fill"] == "linear":
+                variables["embedding_filled"] = "DeepFeat embedding (gaps filled linearly in time)"
+            for v, long_name in variables.items():
+                var = nc.createVariable(v, "f4", ("time", "y", "x", "feature"), fill_value=np.float32(np.nan),
+                                        chunksizes=(ct, cy, cx, F), **COMPRESSION)
+                var.long_name = long_name
+            S = header["quality_every"]
+            if S:
+                var = nc.createVariable("embedding_quality", "f4", ("time", "y", "x"), fill_value=np.float32(np.nan),
+                                        chunksizes=(ct, cy, cx), **COMPRESSION)
+                var.long_name, var.units = "embedding quality: centre reconstruction MAE", "1"
+                var.comment = QUALITY_TEXT + ("" if S == 1 else f"; only at rows and columns that are multiples of {S}")
+            if gm:
+                for v in list(variables) + (["embedding_quality"] if S else []):
+                    nc[v].grid_mapping = gm
+            nc.setncatts({**header["attrs"], "code_version": code_version})
+            blocks = [tuple(b) for b in run["blocks"]]
+            counts = np.array(header["time"], dtype=np.int64)
+            days = data.day_offsets((counts * TIME_UNITS[header["time_units"].split()[0]]).astype("datetime64[ns]"))
+            step = max(1, -(-H // cy) // 10)                   # about ten progress lines
+            for y0 in range(0, H, cy):
+                y1 = min(H, y0 + cy)
+                rows = [(b, np.load(part_files[b], mmap_mode="r")) for b in blocks if b[0] < y1 and b[1] > y0]
+                for x0 in range(0, W, cx):
+                    x1 = min(W, x0 + cx)
+                    tile = np.concatenate([a[:, max(y0, r0) - r0:min(y1, r1) - r0, x0:x1] for (r0, r1), a in rows],
+                                          axis=1)                                # (T, y1-y0, x1-x0, F [+ 1])
+                    emb = tile[..., :F]
+                    n_embedded += int(np.isfinite(emb[..., 0]).sum())
+                    nc["embedding"][:, y0:y1, x0:x1] = emb
+                    if S:
+                        nc["embedding_quality"][:, y0:y1, x0:x1] = tile[..., F]
+                    if run["fill"] == "linear":
+                        nc["embedding_filled"][:, y0:y1, x0:x1] = data.interpolate_time(days, emb, days)
+                if y1 == H or (y0 // cy + 1) % step == 0:
+                    print(f"writing {out.name}: rows 0-{y1 - 1} of {H}", flush=True)
+        if n_embedded == 0:                                 # no file: write_atomic removes the temporary one
+            raise data.CubeError(f"{run['source']}: no pixel-date could be embedded (every central observation "
+                                 "is missing: all-NaN bands, a cloud mask covering everything, or no date with 5 on "
+                                 "each side)")
+    data.write_atomic(out, write)
     return n_embedded
 
 
@@ -595,20 +588,6 @@ def _grid_mapping_name(ds):
         if name and name in ds.variables:
             return name
     return "spatial_ref" if "spatial_ref" in ds.variables else None
-
-
-def fill_linear(days, values):
-    """Linear interpolation in time of NaN gaps: days (T,), values (T, ...) -> same shape.
-
-    Only between valid dates: leading and trailing gaps stay NaN (no extrapolation).
-    """
-    flat = values.reshape(len(days), -1)                             # (T, N)
-    out = flat.copy()
-    for n in np.flatnonzero(np.isnan(flat).any(0) & np.isfinite(flat).sum(0).astype(bool)):
-        ok = np.isfinite(flat[:, n])
-        inside = (days >= days[ok][0]) & (days <= days[ok][-1])
-        out[inside, n] = np.interp(days[inside], days[ok], flat[ok, n])
-    return out.reshape(values.shape)
 
 
 def file_sha256(path):
@@ -707,10 +686,8 @@ def pca_figure(embeddings, s2, out, dates="auto", n_dates=1, gain=3.5, fit=None)
     fig.suptitle(f"PCA of {emb.sizes['feature']} features{' (basis of ' + Path(fit).name + ')' if fit else ''}: "
                  "explained variance " + ", ".join(f"{100 * r:.0f} %" for r in basis["explained"]))
     fig.tight_layout()
-    tmp = Path(str(out) + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    data.write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, out)
     print(f"wrote {out} (explained variance {', '.join(f'{r:.3f}' for r in basis['explained'])})")
     return basis
 
@@ -745,6 +722,9 @@ def main(argv=None):
     parser.add_argument("--s2", nargs="+", help="S2 cube (netCDF), or its 10 m and 20 m files together; "
                                                 "required unless the checkpoint is the S1 autoencoder")
     parser.add_argument("--s1", help="S1 cube (netCDF); required for fusion and S1 checkpoints")
+    parser.add_argument("--input", nargs="+", type=data.name_value(str), default=[], metavar="NAME=FILE",
+                        help="the cube of any registered modality (modalities.py), e.g. s2=S2.nc; --s2 and --s1 are "
+                             "short for s2= and s1=")
     parser.add_argument("--checkpoint", required=True, help="fusion, S2 or S1 checkpoint.pt")
     parser.add_argument("--out", required=True, help="output netCDF")
     parser.add_argument("--path", choices=("fast", "reference"), default="fast",
@@ -770,7 +750,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint {args.checkpoint}: not found")
-    embed_cube(_one_or_list(args.s2), args.s1, args.checkpoint, args.out, path=args.path, block_pixels=args.block_pixels,
+    inputs = {"s2": _one_or_list(args.s2), "s1": args.s1, **dict(args.input)}
+    embed_cube(inputs, args.checkpoint, args.out, path=args.path, block_pixels=args.block_pixels,
                fill=args.fill, device=args.device, amp=args.amp, max_gap_days=args.max_gap_days, mask_var=args.mask_var,
                quality_every=args.quality_every, shard=args.shard)
 

@@ -30,7 +30,6 @@ Several sites: give --embeddings/--flux/--s2 (and optionally --site/--pixel) onc
 same order; one model is trained on all sites' windows and evaluated per site and overall.
 Outputs: OUT/gpp_metrics.csv (the table), OUT/gpp_fig7.png, OUT/<feature set>/checkpoint.pt + log.csv.
 """
-import csv
 import re
 import time
 from dataclasses import dataclass
@@ -40,7 +39,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from data import S2_BANDS, ArgumentParser, CubeError, InputError, add_mask_arg, day_offsets, positive_int, run_cli
+import recipe
+from data import (S2_BANDS, ArgumentParser, CubeError, InputError, add_mask_arg, day_offsets, interpolate_time,
+                  positive_int, run_cli, write_atomic, write_csv)
 from deepfeat import GPPConfig, GPPTransformer
 from fluxnet import GPP, FluxError, quality_filter, read_fluxnet, site_passes
 from readers import open_s2
@@ -104,23 +105,6 @@ def tower_series(cube, features, row, col, k=1):
     count = ok.sum(axis=(1, 2))                                              # (T, F)
     mean = np.where(count > 0, np.where(ok, values, 0.0).sum(axis=(1, 2)) / np.maximum(count, 1), np.nan)
     return np.floor(day_offsets(cube.time.values)), mean
-
-
-def daily_interpolate(days, values, day_grid):
-    """Linear interpolation in time of each feature's valid observations onto a daily grid.
-
-    days (T,) increasing, values (T, F) with NaN gaps, day_grid (N,). Days before a feature's first
-    or after its last valid observation are NaN ("excluded": windows that need them are dropped,
-    never filled by holding the edge value). Returns (N, F).
-    As in the paper, the whole series is interpolated before windowing, so a window's last days
-    blend in the next acquisition after it (a few days of satellite input, never a GPP value).
-    """
-    out = np.full((len(day_grid), values.shape[1]), np.nan)
-    for f in range(values.shape[1]):
-        ok = np.isfinite(values[:, f])
-        if ok.any():
-            out[:, f] = np.interp(day_grid, days[ok], values[ok, f], left=np.nan, right=np.nan)
-    return out
 
 
 def ndvi_cube(s2):
@@ -364,7 +348,7 @@ def load_site(site, flux_path, feature_sets, embeddings=None, s2_path=None, pixe
             cube, names = ndvi_cube(cubes["s2"]), ["NDVI"]
         row, col = tower_pixel(cube, pixel)
         obs_days, values = tower_series(cube, names, row, col, k)
-        daily[part] = daily_interpolate(obs_days, values, days)
+        daily[part] = interpolate_time(obs_days, values, days)
     features = {s: np.concatenate([daily[p] for p in s.split("+")], axis=1)
                 for s in feature_sets if s != BASELINE}
     return SiteData(site, dates.values, days, dates.dt.year.values, dates.dt.dayofyear.values,
@@ -503,13 +487,6 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def write_table(rows, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot_fig7(sites, curves, val_days, path):
     """Fig. 7 style: per site, observed vs predicted daily GPP over time (validation days shaded)
     and a scatter of predicted vs observed on every validation day (stride 1) with the 1:1 line.
@@ -537,7 +514,7 @@ def plot_fig7(sites, curves, val_days, path):
         ax_s.set(title="validation", xlabel="observed", ylabel="predicted")
         ax_t.legend(fontsize=7, ncol=4, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 
@@ -574,10 +551,11 @@ def _site_id(flux_path):
 
 
 def main(argv=None):
+    PAPER, QUICK = recipe.PRESETS["paper"]["gpp"], recipe.PRESETS["quick"]["gpp"]
     p = ArgumentParser(description="Daily GPP at flux towers from embedding windows (Sec. IV-C).")
     p.add_argument("--quick", action="store_true", help="synthetic demo on sample_data/tower/ with "
-                   "runs/quick/tower_embeddings.nc: stride 2, width 32, 15 epochs (~1.5 min on 2 CPU cores); "
-                   "default off")
+                   f"runs/quick/tower_embeddings.nc: stride {QUICK['stride']}, width {QUICK['d_model']}, "
+                   f"{QUICK['epochs']} epochs (~1.5 min on 2 CPU cores); a flag given explicitly wins; default off")
     p.add_argument("--embeddings", nargs="*", default=[], help="embedding cube(s) from embed.py, one per site "
                    "(default none; needed for fused/s1/s2)")
     p.add_argument("--flux", nargs="*", default=[], help="FLUXNET FULLSET CSV(s), daily/half-hourly/hourly, "
@@ -592,8 +570,8 @@ def main(argv=None):
                    "(default fused,bands,ndvi,climatology)")
     p.add_argument("--window", type=positive_int, default=90, help="input window length in days (default 90; "
                    "the paper tested 60-120)")
-    p.add_argument("--stride", type=positive_int, default=None, help="stride between windows in days (default 10; "
-                   "2 with --quick)")
+    p.add_argument("--stride", type=positive_int, default=None, help="stride between windows in days (default "
+                   f"{PAPER['stride']}; {QUICK['stride']} with --quick)")
     p.add_argument("--train-years", default="2017-2019", help="training years, e.g. 2017-2019 (default 2017-2019)")
     p.add_argument("--val-years", default="2020", help="validation years (default 2020)")
     p.add_argument("--val-sites", nargs="+", default=[], metavar="SITE",
@@ -605,11 +583,13 @@ def main(argv=None):
                    "records (default 0.7)")
     p.add_argument("--min-site-fraction", type=float, default=0.6, help="site rule: fraction of GPP days "
                    "passing the QC filter must exceed this (default 0.6; reported, not enforced)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 100; 15 with --quick)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="windows per batch (default 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--d-model", type=positive_int, default=None, help="transformer width (default 64; 32 with --quick; "
-                   "not given in the paper)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"training epochs (default {PAPER['epochs']}; {QUICK['epochs']} with --quick)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"windows per batch (default {PAPER['batch_size']})")
+    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {PAPER['lr']:g})")
+    p.add_argument("--d-model", type=positive_int, default=None, help=f"transformer width (default {PAPER['d_model']}; "
+                   f"{QUICK['d_model']} with --quick; not given in the paper)")
     p.add_argument("--no-annual-phase", dest="annual_phase", action="store_false",
                    help="leave out the GPP transformer's annual-phase input, as in the paper's model (default: "
                         "with it, so the model knows the season as the climatology baseline does)")
@@ -626,11 +606,7 @@ def main(argv=None):
         args.flux = args.flux or ["sample_data/tower/tower_gpp.csv"]
         args.s2 = args.s2 or ["sample_data/tower/tower_s2.nc"]
         args.site = args.site or ["synthetic"]
-    # One synthetic site has 86 training windows at stride 10; every second day gives it ~5x more
-    # (about the paper's nine sites at stride 10) and a validation set large enough to compare on.
-    epochs = args.epochs or (15 if args.quick else 100)
-    stride = args.stride or (2 if args.quick else 10)
-    d_model = args.d_model or (32 if args.quick else 64)
+    settings = recipe.resolve(args, "gpp")                   # each flag as given, else the preset's
     out = Path(args.out or ("runs/quick/gpp" if args.quick else "runs/gpp"))
     n = len(args.flux)
     if n == 0:
@@ -662,13 +638,13 @@ def main(argv=None):
               f"{'pass' if check['passes'] else 'FAIL'})")
 
     t0 = time.time()
-    train_cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            device=args.device, monitor="mae")
-    rows, curves = run_experiment(sites, feature_sets, args.window, stride, train_years, val_years,
-                                  {"d_model": d_model, "annual_phase": args.annual_phase}, train_cfg, out,
+    train_cfg = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+                            seed=args.seed, device=args.device, monitor="mae")
+    rows, curves = run_experiment(sites, feature_sets, args.window, settings["stride"], train_years, val_years,
+                                  {"d_model": settings["d_model"], "annual_phase": args.annual_phase}, train_cfg, out,
                                   args.val_sites)
     print(format_table(rows))
-    write_table(rows, out / "gpp_metrics.csv")
+    write_csv(out / "gpp_metrics.csv", rows, COLUMNS)
     all_years = list(train_years + val_years)        # split by tower: a validation site validates every year
     val_days = [np.isin(s.year, all_years) & (s.site in args.val_sites) if args.val_sites else
                 np.isin(s.year, list(val_years)) for s in sites]

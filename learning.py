@@ -27,7 +27,6 @@ import glob
 import io
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ import torch
 
 import data
 import losses
-import readers
+import modalities
+import recipe
 import train
 import train_fusion
 import train_s1
@@ -103,7 +103,7 @@ def series_means(batches, modality):
         out = []
         for k, f, y, x in zip(batches.cube[idx], batches.frames[idx], batches.y0[idx], batches.x0[idx]):
             if k not in maps:
-                a = np.asarray(train.open_array(batches.cubes[k]["arrays"][modality]), dtype=np.float64)
+                a = np.asarray(recipe.open_array(batches.cubes[k]["arrays"][modality]), dtype=np.float64)
                 maps = {k: (np.nansum(a, 0), np.isfinite(a).sum(0), a)}      # (C, H, W) sums and counts
             total, n, a = maps[k]
             yc, xc, t = y + P // 2, x + P // 2, f[F // 2]
@@ -156,20 +156,18 @@ def stage_data(script, argv, out):
     """The batches a finished stage run trained and scored on (same flags, same seed, same split),
     and its model: ({"train", "val", "test"}: batches, model)."""
     parser = data.ArgumentParser()
-    train.add_common_args(parser, out=str(out))
+    recipe.add_common_args(parser, out=str(out))
     args, _ = parser.parse_known_args(argv)
     kind = "fusion" if script is train_fusion else "autoencoder"
     model, _ = train.load_model(out / "checkpoint.pt", kind)
-    if kind == "fusion":
-        modality, sampling, bands, key = "fusion", data.FUSION_SAMPLING, model.autoencoders["s2"].cfg.bands, "s2"
-    else:
-        modality = key = model.cfg.modality
-        sampling, bands = (data.S1_SAMPLING if modality == "s1" else data.S2_SAMPLING), model.cfg.bands
-    cfg, sampling, _ = train.start_stage(args, sampling, {})
+    aes = dict(model.autoencoders) if kind == "fusion" else {model.cfg.modality: model}
+    names = tuple(aes)
+    key = names[-1]                                           # the reference modality (fusion: the last)
+    cfg, sampling, _ = recipe.start_stage(args, modalities.get(key).sampling, kind)
     with contextlib.redirect_stdout(io.StringIO()):
-        cubes, _ = readers.load_splits(args.cubes, modality, cfg.split_seed, bands, tile=args.tile,
-                                       cache=train.cache_dir(args))
-    return train.split_batches(cubes, sampling, key, cfg), model
+        cubes, _ = modalities.load_splits(args.cubes, names, cfg.split_seed, {m: ae.cfg.bands for m, ae in aes.items()},
+                                          tile=args.tile, cache=recipe.cache_dir(args))
+    return recipe.split_batches(cubes, sampling, key, cfg), model
 
 
 def baselines_of_run(script, argv, out):
@@ -231,10 +229,8 @@ def is_done(out, argv):
 
 
 def mark_done(out, argv):
-    """Record that the command argv finished into OUT (temp file + rename: never half written)."""
-    tmp = Path(out) / "done.json.tmp"
-    tmp.write_text(json.dumps(argv))
-    os.replace(tmp, Path(out) / "done.json")
+    """Record that the command argv finished into OUT (data.write_atomic: never half written)."""
+    data.write_atomic(Path(out) / "done.json", lambda tmp: tmp.write_text(json.dumps(argv)))
 
 
 def run_once(script, out, argv, out_arg=None):
@@ -320,7 +316,7 @@ def plot_curves(results, path):
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    data.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
 
 
@@ -399,7 +395,7 @@ def ablations(results):
 def main(argv=None):
     parser = data.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="the stages' --quick preset (train.QUICK_TRAINING; ablations and real areas "
+                        help="the stages' --quick preset (recipe.PRESETS['quick']; ablations and real areas "
                              f"{ABLATION_STEPS} steps) on sample_data/ and the real files; writes docs/learning.md")
     parser.add_argument("--runs", nargs="+", default=None, help="only these runs (default: all; --list names them)")
     parser.add_argument("--list", action="store_true", help="list the runs and exit")
@@ -423,8 +419,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown run(s) {', '.join(unknown)}; --list names them")
     out = Path(args.out or ("docs" if args.quick else work))
-    train.prepare_output(work, resume=False)
-    train.prepare_output(out, resume=False)
+    recipe.prepare_output(work, resume=False)
+    recipe.prepare_output(out, resume=False)
     common = ["--seed", str(args.seed), "--device", args.device, "--cache", str(work / "cache"), "--log-test",
               *(["--quick"] if args.quick else [])]
     names = args.runs or list(runs)
@@ -449,8 +445,7 @@ def main(argv=None):
               "no learning, on the same val / test patches (learning.py docstring).")
     plot_curves(results, out / "learning.png")
     text = markdown(results, grads, header)
-    (out / "learning.md.tmp").write_text(text)
-    (out / "learning.md.tmp").replace(out / "learning.md")
+    data.write_atomic(out / "learning.md", lambda tmp: tmp.write_text(text))
     print(text)
 
 

@@ -12,10 +12,6 @@ Run the tests: python -m pytest -q tests/test_losses.py
 import torch
 import torch.nn.functional as F
 
-from data import N_FRAMES, PATCH
-
-# Sec. III-C: the fusion stage raises the central weight of Eq. 1, all other weights unchanged.
-FUSION_CENTRE_WEIGHT = {"s1": 1.5, "s2": 1.75}
 # Eq. 5 weights (MAE, SSIM, SAM) from the authors' latest code; an earlier note had (0.225, 0.025, 0.75).
 S2_LAMBDAS = (0.23, 0.03, 0.74)
 # Eq. 6-8 weights are not given in the paper; these are our documented choices (see the functions).
@@ -28,13 +24,15 @@ COS_CLAMP = 1e-7
 
 # ---------------------------------------------------------------- Eq. 1: context weights
 
-def context_weights(T=N_FRAMES, H=PATCH, W=PATCH, alpha=0.1, centre_weight=1.0, ring_weight=0.01, normalise=True):
+def context_weights(T=11, H=15, W=15, alpha=0.1, centre_weight=1.0, ring_weight=0.01, normalise=True):
     """Spatio-temporal loss weights (Sec. III-A, Eq. 1): w(t, y, x) = alpha^|dt| * s(d), (T, H, W).
+
+    The default size is the paper's sample, 11 frames x 15 x 15 px (Sec. III-B; data.N_FRAMES, data.PATCH).
 
     s(0) = centre_weight and s(d) = ring_weight * alpha^(d-1) for Chebyshev ring distance
     d = max(|dy|, |dx|) >= 1, i.e. an exponential decay (ring_weight/alpha) * exp(-d ln(1/alpha)) away
     from the centre; dt counts frames from the central frame T//2. The defaults reproduce the authors'
-    kernel; the fusion stage passes centre_weight = FUSION_CENTRE_WEIGHT[modality] (1.5 S1, 1.75 S2).
+    kernel; the fusion stage raises centre_weight (Sec. III-C: 1.5 S1, 1.75 S2; modalities.py).
     With normalise=True the weights sum to 1. `weighted_mae` divides by the valid weight sum, so only
     the ratios between weights matter to the losses.
     """
@@ -239,7 +237,7 @@ def s2_loss(pred, target, valid, weights, lambdas=S2_LAMBDAS, balanced=False):
 def fusion_s2_loss(pred, target, valid, weights, lambdas=FUSION_S2_LAMBDAS):
     """Fusion S2 term (Sec. III-C, Eq. 6): L_S2,fus = l_MAE * weighted MAE + l_SAM * SAM at the central coordinate.
 
-    `weights` should be built with centre_weight = FUSION_CENTRE_WEIGHT["s2"] (1.75). The paper gives no
+    `weights` should be built with S2's fusion centre weight (1.75, Sec. III-C). The paper gives no
     lambdas; we choose (1.0, 0.1): the validated quantity is the centre MAE, so MAE keeps unit weight and
     SAM is an auxiliary term (at the paper's converged S2 values, centre SAM ~0.027 rad, it adds ~0.003,
     about the size of the MAE term).
@@ -271,26 +269,25 @@ def joint_fusion_loss(preds, targets, valids, lambdas=JOINT_LAMBDAS):
     return l_ssim * terms["ssim"] + l_sam * terms["sam"], _detached(terms)
 
 
-def fusion_loss(preds, targets, valids, weights, lambdas=FUSION_LAMBDAS,
-                s2_lambdas=FUSION_S2_LAMBDAS, joint_lambdas=JOINT_LAMBDAS):
+def fusion_loss(preds, targets, valids, weights, terms, lambdas=FUSION_LAMBDAS, joint_lambdas=JOINT_LAMBDAS):
     """Total fusion objective (Sec. III-C, Eq. 8): L_fus = l_S1 * L_S1 + l_S2 * L_S2,fus + l_joint * L_joint.
 
-    Modality "s2" uses Eq. 6, every other modality the weighted MAE of S1, each with its own weights
-    (T, H, W) from `weights[name]` (fusion centre weights 1.5 / 1.75). lambdas maps modality names and
-    "joint" to their weights; an unnamed modality gets 1. The paper gives no values: we choose 1 for each
-    modality and 0.1 for the joint term, which is patch-wide and unweighted while the fusion stage is
-    validated on the centre MAE. `centre_mae` and `context_mae` are the means over modalities.
+    terms[name] is each modality's term (S1: s1_loss, the weighted MAE; S2: fusion_s2_loss, Eq. 6;
+    modalities.py names them), each with its own weights (T, H, W) from `weights[name]` (fusion
+    centre weights 1.5 / 1.75). lambdas maps modality names and "joint" to their weights; an unnamed
+    modality gets 1. The paper gives no values: we choose 1 for each modality and 0.1 for the joint
+    term, which is patch-wide and unweighted while the fusion stage is validated on the centre MAE.
+    `centre_mae` and `context_mae` are the means over modalities.
     """
     total, components = 0.0, {}
     for name in sorted(preds):
-        args = (preds[name], targets[name], valids[name], weights[name])
-        term, parts = fusion_s2_loss(*args, s2_lambdas) if name == "s2" else s1_loss(*args)
+        term, parts = terms[name](preds[name], targets[name], valids[name], weights[name])
         total = total + lambdas.get(name, 1.0) * term
         components[f"loss_{name}"] = term.detach()
         components[f"centre_mae_{name}"] = parts["centre_mae"]
         components[f"context_mae_{name}"] = parts["context_mae"]
-        if name == "s2":
-            components["centre_sam_s2"] = parts["centre_sam"]
+        if "centre_sam" in parts:
+            components[f"centre_sam_{name}"] = parts["centre_sam"]
     joint, parts = joint_fusion_loss(preds, targets, valids, joint_lambdas)
     total = total + lambdas["joint"] * joint
     components.update(joint=joint.detach(), **parts)

@@ -4,19 +4,16 @@ Everything that tolerates odd real files lives here, so data.py can stay the pap
 band layouts (one variable per band, or a `band` dimension; short `B2` and long `B02` names; STAC
 asset names), units (S2 DN or reflectance, the L2A BOA offset of processing baseline 04.00; S1 dB,
 dB x 100 or linear), nodata (`_FillValue`, DN 0, Sen2Cor SCL classes or a CloudSEN12 mask),
-10 m + 20 m files of one area, S1 same-day slices and the three-frame rolling mean (Sec. II),
-nearest-neighbour regridding of S1 onto the S2 grid, and the training cubes of a stage (Sec. II
-split by cube). `python data.py inspect FILE` prints what these readers make of a file.
+10 m + 20 m files of one area, S1 same-day slices and the three-frame rolling mean (Sec. II), and
+nearest-neighbour regridding of S1 onto the S2 grid. modalities.py names these readers in the S1
+and S2 entries; `python readers.py inspect FILE` prints what they make of a file.
 
     python -c "import readers; print(readers.open_s2('sample_data/synth_0_s2.nc'))"
-    python data.py inspect ../shared/realdata/s2_l2a_romania/*.nc
+    python readers.py inspect ../shared/realdata/s2_l2a_romania/*.nc
+    python readers.py inspect sample_data
 """
-import csv
-import hashlib
-import json
 import os
 import re
-import socket
 import sys
 import warnings
 from pathlib import Path
@@ -24,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from data import (FUSION_SAMPLING, NO_MASK, S1_BANDS, S1_DB_RANGE, S1_SAMPLING, S2_BANDS, S2_SAMPLING, TILE_GAP,
-                  TILE_SIZE, CubeError, InputError, check_same_crs, clear_map, crs_id, cube_array, day_offsets,
-                  db_to_linear, fusion_arrays, grid_mapping, linear_to_db, nearest_index, split_cubes, tile_cube,
-                  time_values, validate_cube)
-from fluxnet import GPP, MISSING, QC
+import fluxnet
+from data import (NO_MASK, S1_BANDS, S1_DB_RANGE, S2_BANDS, ArgumentParser, CubeError, InputError, check_same_crs,
+                  crs_id, day_offsets, db_to_linear, grid_mapping, linear_to_db, nearest_index, run_cli, time_values,
+                  validate_cube)
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the real products
@@ -583,181 +579,6 @@ def open_s1(path, bands=S1_BANDS, units="auto", target=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Training cubes of a stage: files -> cubes -> splits (Sec. II)
-# ---------------------------------------------------------------------------------------------
-
-_MODALITIES = {"s1": S1_SAMPLING, "s2": S2_SAMPLING, "fusion": FUSION_SAMPLING}
-_RESOLUTION = re.compile(r"(.+)_(10|20|60)m$")        # X_10m.nc, X_20m.nc: one S2 area, two files
-
-
-def find_cubes(paths, modality):
-    """Expand files/folders into cube entries, sorted by name.
-
-    s1 -> [X_s1.nc ...]; s2 -> [X_s2.nc ...], where files named X_10m.nc and X_20m.nc (and X_60m.nc)
-    become one entry (X_10m.nc, X_20m.nc): one area at two resolutions, combined by open_s2;
-    fusion -> [(X_s1.nc, X_s2.nc) ...] paired by their common prefix X. A tuple among `paths` is an
-    entry already (a fusion pair, or the S2 files of one area) and is kept as it is.
-    """
-    if modality not in _MODALITIES:
-        raise CubeError(f"modality must be one of {sorted(_MODALITIES)}, got {modality!r}")
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    suffixes = ("_s1", "_s2") if modality == "fusion" else (f"_{modality}",)
-    files, entries = [], []
-    for p in paths:
-        if isinstance(p, tuple):
-            entries.append(tuple(map(Path, p)))
-            continue
-        p = Path(p)
-        if p.is_dir() and p.suffix != ".zarr":
-            found = sorted(f for s in suffixes for f in p.glob(f"*{s}.nc"))
-            if not found:
-                raise CubeError(f"{p}: no {' or '.join('*' + s + '.nc' for s in suffixes)} files found")
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise CubeError(f"{p}: file or folder not found")
-    if not files and not entries:
-        raise CubeError("no cube files given (--cubes)")
-    if modality == "s1":
-        entries += sorted(set(files))
-    elif modality == "s2":
-        areas = {}
-        for f in sorted(set(files)):
-            m = _RESOLUTION.fullmatch(f.stem)
-            areas.setdefault((f.parent, m.group(1)) if m else f, []).append(f)
-        entries += [tuple(group) if len(group) > 1 else group[0] for group in areas.values()]
-    else:
-        pairs = {}
-        for f in files:
-            stem = f.stem
-            if stem[-3:] not in ("_s1", "_s2"):
-                raise CubeError(f"{f}: fusion needs files named X_s1.nc and X_s2.nc")
-            pairs.setdefault((f.parent, stem[:-3]), {})[stem[-2:]] = f
-        for (folder, prefix), pair in pairs.items():
-            for s in ("s1", "s2"):
-                if s not in pair:
-                    raise CubeError(f"{folder / prefix}: incomplete pair, {prefix}_{s}.nc is missing")
-        entries += [(p["s1"], p["s2"]) for p in pairs.values()]
-    return sorted(entries, key=cube_name)
-
-
-def cube_name(entry):
-    """'folder/synth_0_s2.nc' -> 'synth_0'; a fusion pair or the S2 files of one area -> their prefix."""
-    stem = Path(entry[0] if isinstance(entry, tuple) else entry).stem
-    m = _RESOLUTION.fullmatch(stem)
-    return m.group(1) if m else stem[:-3] if stem[-3:] in ("_s1", "_s2") else stem
-
-
-def load_training_cubes(paths, modality, bands=None, mask_var=None):
-    """Cubes ready for sample_patches: [{"name", "arrays": {m: (T, C, H, W)}, "days": {m: (T,)}}].
-
-    `paths`: files/folders or entries (expanded by find_cubes). s1: open_s1; s2: open_s2 with `bands`
-    (default all ten S2_BANDS; real files often lack some) and `mask_var` (see prepare_s2); fusion:
-    open_s2, open_s1(target=s2), match_s1_to_s2, days of s1 from s1_time. Each cube is validated
-    for the modality's sampling (>= 11 dates, >= 15 px).
-    """
-    bands = tuple(bands or S2_BANDS)
-    entries = find_cubes(paths, modality)
-    cfg = _MODALITIES[modality]
-    cubes = []
-    for entry in entries:
-        if modality == "s1":
-            s1 = open_s1(entry)
-            validate_cube(s1, S1_BANDS, cfg.n_frames, cfg.patch, name=str(entry))
-            arrays, days = {"s1": cube_array(s1, S1_BANDS)}, {"s1": day_offsets(s1["time"])}
-        elif modality == "s2":
-            s2 = open_s2(entry, bands=bands, mask_var=mask_var)
-            validate_cube(s2, bands, cfg.n_frames, cfg.patch, name=cube_name(entry))
-            arrays, days = {"s2": cube_array(s2, bands)}, {"s2": day_offsets(s2["time"])}
-        else:
-            s1_path, s2_path = entry
-            s2 = open_s2(s2_path, bands=bands, mask_var=mask_var)
-            validate_cube(s2, bands, cfg.n_frames, cfg.patch, name=str(s2_path))
-            arrays, days = fusion_arrays(s2, open_s1(s1_path, target=s2), bands)
-        cubes.append({"name": cube_name(entry), "arrays": arrays, "days": days})
-    return cubes
-
-
-def load_splits(paths, modality, seed, bands=None, mask_var=None, tile=None, cache=None):
-    """Find cubes, split them by cube (Sec. II: never one cube in two splits), load each split.
-
-    Fewer than 3 cubes (one real tile, say) cannot fill train, val and test: every cube is then cut
-    into tiles TILE_GAP px apart (data.tile_cube) and the tiles are split instead; `tile` (px) forces
-    that with any number of cubes. Cubes are read one at a time. With `cache` (a folder) each prepared
-    cube is written there once (cache_cube) and returned as files, so memory does not grow with the
-    number of cubes (train.PatchBatches reads only the patches of a batch); without it, the arrays
-    stay in memory. Prints the split; returns ({split: [cube]}, {split: [name]})."""
-    entries = find_cubes(paths, modality)
-    by_tile = tile is not None or len(entries) < 3
-    size = tile or TILE_SIZE
-    names = [cube_name(e) for e in entries]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise CubeError(f"two cubes are named {twice[0]!r} (in different folders?): "
-                        f"{', '.join(str(e) for e in entries if cube_name(e) == twice[0])}; names decide the split")
-    by_name = {}
-    for k, entry in enumerate(entries, 1):
-        if cache is None:
-            (cube,) = load_training_cubes([entry], modality, bands, mask_var)
-            by_name.update((c["name"], c) for c in (tile_cube(cube, size) if by_tile else [cube]))
-        else:
-            prepared = cache_cube(entry, modality, bands, mask_var, size if by_tile else None, cache)
-            by_name.update((c["name"], c) for c in prepared)
-            print(f"[{k}/{len(entries)}] {cube_name(entry)} ready in {cache}", flush=True)
-    if by_tile:
-        if len(by_name) < 3:
-            raise CubeError(f"{len(entries)} cube(s) give {len(by_name)} tile(s) of {size} x {size} px "
-                            f"({TILE_GAP} px apart): train, val and test need 3; give more cubes or a smaller --tile")
-        print(f"{len(entries)} cube(s): split by {len(by_name)} tiles of {size} x {size} px, {TILE_GAP} px apart")
-    splits = split_cubes(list(by_name), seed=seed)
-    print("split: " + "; ".join(f"{k} {v}" for k, v in splits.items()))
-    return {split: [by_name[n] for n in members] for split, members in splits.items()}, splits
-
-
-CACHE_FORMAT = "deepfeat-cube-cache-v2"
-WRITER = f"{socket.gethostname()}-{os.getpid()}"      # temp-file names of this process: writers never collide
-
-
-def cache_cube(entry, modality, bands, mask_var, tile, cache):
-    """One cube entry prepared once into `cache` -> its cubes (tiles when `tile` px) as files.
-
-    Folder cache/NAME-KEY/ holds one (T, C, H, W) float32 .npy per modality and cube, the day
-    offsets, and manifest.json, written last (temp file + rename): a folder without it is
-    unfinished and prepared again. KEY hashes what the preparation depends on (modality, bands,
-    mask, tile size, each source file's path, size and mtime), so a changed file or flag never
-    reuses stale arrays (a change to the preparation code itself needs a new CACHE_FORMAT).
-    Returned cubes: {"name", "arrays": {m: Path}, "clear": {m: Path} (data.clear_map, (T, H, W)
-    bool: the patch index reads it instead of every band), "days": {m: (T,)}}.
-    """
-    sources = [Path(p) for p in (entry if isinstance(entry, tuple) else (entry,))]
-    key = json.dumps([CACHE_FORMAT, modality, list(bands or S2_BANDS), mask_var, tile,
-                      [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in sources]])
-    folder = Path(cache) / f"{cube_name(entry)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        (cube,) = load_training_cubes([entry], modality, bands, mask_var)
-        written = []
-        for k, c in enumerate(tile_cube(cube, tile) if tile else [cube]):
-            for m in c["arrays"]:
-                for suffix, values in (("", c["arrays"][m]), ("_days", c["days"][m]),
-                                       ("_clear", clear_map(c["arrays"][m]))):
-                    tmp = folder / f"{k}_{m}{suffix}.{WRITER}.tmp.npy"
-                    np.save(tmp, np.ascontiguousarray(values))
-                    os.replace(tmp, folder / f"{k}_{m}{suffix}.npy")
-            written.append({"name": c["name"], "index": k, "modalities": list(c["arrays"])})
-        tmp = folder / f"manifest.{WRITER}.tmp"
-        tmp.write_text(json.dumps({"key": key, "cubes": written}))
-        os.replace(tmp, manifest)
-    return [{"name": c["name"],
-             "arrays": {m: folder / f"{c['index']}_{m}.npy" for m in c["modalities"]},
-             "clear": {m: folder / f"{c['index']}_{m}_clear.npy" for m in c["modalities"]},
-             "days": {m: np.load(folder / f"{c['index']}_{m}_days.npy") for m in c["modalities"]}}
-            for c in json.loads(manifest.read_text())["cubes"]]
-
-
-# ---------------------------------------------------------------------------------------------
 # inspect: what the readers make of a file
 # ---------------------------------------------------------------------------------------------
 
@@ -781,16 +602,11 @@ def _dates_text(t):
 
 
 def _inspect_csv(path):
-    """Summary of a FLUXNET-style daily CSV (rows, dates, GPP and QC ranges, -9999 share)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    lines = [f"rows        : {len(rows)}"]
-    if rows and "TIMESTAMP" in rows[0]:
-        lines.append(f"dates       : {rows[0]['TIMESTAMP']} .. {rows[-1]['TIMESTAMP']}")
-    for col in (GPP, QC):
-        if rows and col in rows[0]:
-            v = np.array([float(r[col]) for r in rows])
-            lines.append(f"{col:<12}: {_range_text(np.where(v == MISSING, np.nan, v))}  ({MISSING:g} = NaN)")
+    """Summary of a FLUXNET FULLSET CSV as fluxnet.read_fluxnet reads it (days, GPP and QC ranges)."""
+    flux = fluxnet.read_fluxnet(path)
+    lines = [f"days        : {_dates_text(flux['time'].values)}"]
+    for col in (fluxnet.GPP, fluxnet.QC):
+        lines.append(f"{col:<12}: {_range_text(flux[col].values)}  (-9999 = NaN)")
     return lines
 
 
@@ -849,6 +665,23 @@ def inspect(path):
     try:
         print("\n".join(_inspect_csv(p) if p.suffix == ".csv" else _inspect_nc(p)))
     except (InputError, OSError, KeyError, ValueError) as err:
-        print(f"data.py inspect: error: {err}", file=sys.stderr)
+        print(f"readers.py inspect: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None):
+    """Command line: `inspect PATH...`: what the readers make of each file."""
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_inspect = sub.add_parser("inspect", help="summarise cube files (dims, bands, dates, revisit, "
+                               "cloud/NaN fraction, value ranges); a folder: every .nc/.csv in it")
+    p_inspect.add_argument("paths", nargs="+", metavar="PATH",
+                           help="netCDF cube (S2, S1, synthetic), FLUXNET CSV, or folder")
+    args = parser.parse_args(argv)
+    if sum(inspect(p) for p in args.paths):
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -49,7 +49,8 @@ import fluxnet
 import gpp
 import learning
 import losses
-import readers
+import modalities
+import recipe
 import synthetic
 import train
 import train_fusion
@@ -61,6 +62,8 @@ US_WI7 = ROOT.parent / "shared" / "realdata" / "fluxnet" / "FLX_US-Wi7_FLUXNET20
 STAGES = {"train_s1.py": train_s1, "train_s2.py": train_s2, "train_fusion.py": train_fusion}
 QUICK_AE_STEPS = learning.ABLATION_STEPS      # 800: where Eq. 5 and the MAE have separated (docs/learning.md)
 QUICK_FUSION_STEPS = 400
+# GPP transformers at quick size: 6 experiments x 3 seeds; gpp.py --quick's 15 epochs would add ~8 min
+QUICK_GPP_EPOCHS = 10
 FULL_AE_STEPS = 20000
 MIN_SEEDS = 3
 BOOTSTRAP_DRAWS = 2000
@@ -226,7 +229,7 @@ class Context:
             "fusion": fusion("s1", "s2"),
             "fusion_joint": fusion("s1", "s2", "--unfreeze"),
             "fusion_long": fusion("s1_long", "s2_long"),
-            "fusion_w1": fusion("s1", "s2", "--centre-weight", "1", "1"),
+            "fusion_w1": fusion("s1", "s2", "--centre-weight", "s1=1", "s2=1"),
             **{f"fusion_dim{d}": fusion("s1", "s2", "--fused-dim", str(d)) for d in self.fused_dims() if d != 7},
         }
 
@@ -341,21 +344,16 @@ def record_time(work, key, seconds):
     path = Path(work) / "timing.json"
     timing = json.loads(path.read_text()) if path.is_file() else {}
     timing[key] = timing.get(key, 0.0) + seconds
-    tmp = path.with_name(f"timing.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(timing))
-    os.replace(tmp, path)
+    data.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(timing)))
 
 
 def cached(path, compute, work):
-    """compute() -> {name: array}, saved to `path` (.npz, temp file + rename) and read back after;
+    """compute() -> {name: array}, saved to `path` (.npz, data.write_atomic) and read back after;
     its time goes to WORK/timing.json."""
     if not path.is_file():
         tic = time.time()
         values = compute()
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **values)
-        os.replace(tmp, path)
+        data.write_atomic(path, lambda tmp: np.savez(tmp, **values))
         record_time(work, "scoring and downstream", time.time() - tic)
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
@@ -399,12 +397,11 @@ def autoencoder_scores(ctx, name, seed):
 def landcover_maps(ctx):
     """Cube name -> its (H, W) `landcover` (the synthetic cubes carry one), or {} when a cube lacks it."""
     maps = {}
-    for entry in readers.find_cubes(ctx.cubes, "fusion"):
-        s2 = entry[1] if isinstance(entry, tuple) else entry
-        with xr.open_dataset(s2) as ds:
+    for entry in modalities.find_cubes(ctx.cubes, ("s1", "s2")):
+        with xr.open_dataset(entry["s2"]) as ds:
             if "landcover" not in ds:
                 return {}
-            maps[readers.cube_name(entry)] = ds["landcover"].values.astype(int)
+            maps[modalities.cube_name(entry)] = ds["landcover"].values.astype(int)
     return maps
 
 
@@ -542,8 +539,8 @@ def tower_features(model, random, paths):
     input channels -> (days (T,), years (T,), {name: (T, F)})."""
     aes, ref, names = embed.model_parts(model)
     half = aes[ref].cfg.patch // 2
-    reader = embed.CubeReader(str(paths["s2"]), str(paths["s1"]), tuple(aes),
-                              {m: ae.cfg.bands for m, ae in aes.items()}, mask_var=None, half_patch=half)
+    reader = embed.CubeReader({m: str(paths[m]) for m in aes}, {m: ae.cfg.bands for m, ae in aes.items()},
+                              half_patch=half)
     row, col = gpp.tower_pixel(reader.grid)
     arrays, days, time_coord = reader.block(row, row + 1)
     arrays = {m: a[..., col:col + 2 * half + 1] for m, a in arrays.items()}        # (T, C, P, P)
@@ -575,7 +572,7 @@ def gpp_sites(ctx, seed):
     for site, obs_days, obs_years, feats, flux in raw:
         feats = {**feats, "pca7": (feats["inputs"] - mean) @ comps.T, "ndvi": ndvi(feats["inputs"], bands)}
         days = data.day_offsets(flux.time.values)
-        daily = {k: gpp.daily_interpolate(obs_days, v.astype(np.float64), days) for k, v in feats.items()}
+        daily = {k: data.interpolate_time(obs_days, v.astype(np.float64), days) for k, v in feats.items()}
         years = flux.time.dt.year.values
         annual = np.full_like(daily["fused"], np.nan)
         for y in np.unique(years):
@@ -640,8 +637,9 @@ def gpp_predictions(ctx, seed):
         sites = gpp_sites(ctx, seed)
         names = [s.site for s in sites]
         out = {f"obs/{s.site}": s.gpp for s in sites}
-        cfg = train.TrainConfig(epochs=ctx.gpp_epochs, batch_size=32, lr=1e-3, seed=seed, device=ctx.device,
-                                monitor="mae")
+        preset = recipe.PRESETS["quick" if ctx.quick else "paper"]["gpp"]     # gpp.py's settings, our epochs
+        cfg = train.TrainConfig(epochs=ctx.gpp_epochs, batch_size=preset["batch_size"], lr=preset["lr"], seed=seed,
+                                device=ctx.device, monitor="mae")
         folder = ctx.work / "gpp" / f"seed{seed}"
         runs = {"transformer": (90, list(GPP_SETS), False)} | {
             f"transformer_w{w}": (w, ["fused"], False) for w in GPP_WINDOWS if w != 90} | {
@@ -651,8 +649,8 @@ def gpp_predictions(ctx, seed):
                 stdout, sys.stdout = sys.stdout, log
                 try:
                     _, curves = gpp.run_experiment(sites, [*sets, gpp.BASELINE], window, GPP_STRIDE, YEARS[:3],
-                                                   YEARS[3:], {"d_model": 32 if ctx.quick else 64,
-                                                               "annual_phase": phase}, cfg, folder / exp)
+                                                   YEARS[3:], {"d_model": preset["d_model"], "annual_phase": phase},
+                                                   cfg, folder / exp)
                 finally:
                     sys.stdout = stdout
             for fs, per_site in curves.items():
@@ -1039,15 +1037,6 @@ def runs_of(ctx, names):
 # 7. The tables and the figure
 # ----------------------------------------------------------------------------------------------
 
-def write_csv(rows, path):
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def write_markdown(rows, path, header, figure):
     lines = [header, "", f"![comparisons, one dot per seed; validation curves]({figure.name})", ""]
     for table, title in ((PAPER, "## The paper's claims"), (OURS, "## This project's hypotheses and baselines")):
@@ -1063,9 +1052,7 @@ def write_markdown(rows, path, header, figure):
             previous = r["claim"]
             lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
         lines.append("")
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    data.write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines)))
 
 
 def validation_curves(ctx, names):
@@ -1107,10 +1094,8 @@ def plot(panels, curves, path):
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    tmp = Path(f"{path}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    data.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1134,7 +1119,8 @@ def main(argv=None):
                         help=f"autoencoder steps per run (default {QUICK_AE_STEPS} with --quick, {FULL_AE_STEPS} "
                              "otherwise); fusion runs take half as many")
     parser.add_argument("--gpp-epochs", type=data.positive_int, default=None,
-                        help="GPP transformer epochs (default 100; 10 with --quick)")
+                        help=f"GPP transformer epochs (default {recipe.PRESETS['paper']['gpp']['epochs']}, gpp.py's; "
+                             f"{QUICK_GPP_EPOCHS} with --quick)")
     parser.add_argument("--jobs", type=data.positive_int, default=2,
                         help="training runs at a time, one torch thread each when more than one (default 2)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -1151,12 +1137,13 @@ def main(argv=None):
         parser.error("give --quick (the whole table at quick size) or --claim NAME (full size)")
     work = Path(args.work or ("runs/reproduce_quick" if args.quick else "runs/reproduce"))
     out = Path(args.out or ("docs" if args.quick else work))
-    train.prepare_output(work, resume=False)
-    train.prepare_output(out, resume=False)
+    recipe.prepare_output(work, resume=False)
+    recipe.prepare_output(out, resume=False)
     ae_steps = args.max_steps or (QUICK_AE_STEPS if args.quick else FULL_AE_STEPS)
+    gpp_epochs = args.gpp_epochs or (QUICK_GPP_EPOCHS if args.quick else recipe.PRESETS["paper"]["gpp"]["epochs"])
     ctx = Context(work.resolve(), args.cubes, list(range(args.seeds)), args.quick, ae_steps,
                   QUICK_FUSION_STEPS if args.quick and not args.max_steps else max(1, ae_steps // 2),
-                  args.gpp_epochs or (10 if args.quick else 100), args.device, args.jobs, args.split_seed)
+                  gpp_epochs, args.device, args.jobs, args.split_seed)
     names = args.claim or list(CLAIMS)
     tic = time.time()
     runs = list(dict.fromkeys(runs_of(ctx, names)))
@@ -1185,7 +1172,7 @@ def main(argv=None):
               "inside the region and the mean inside by more than sd; **contradicted**: the interval outside and "
               "the mean outside by more than sd; **inconclusive** otherwise. 'About equal' and 'costs little' "
               f"mean within a factor {SAME}. **not checked**: our number, and why no verdict is possible here.")
-    write_csv(table.rows, out / "claims.csv")
+    data.write_csv(out / "claims.csv", table.rows, COLUMNS)
     curves = validation_curves(ctx, runs)
     plot(table.panels, curves, out / "claims.png")
     write_markdown(table.rows, out / "claims.md", header, out / "claims.png")

@@ -7,18 +7,18 @@ phenology, and for flux-tower cubes a daily GPP series written as a FLUXNET2015 
 Every test and `sample_data/` use this one generator; the tests of DN scaling, the BOA offset and
 the SCL mask write their own raw variants of it.
 
-    python data.py make-sample-data          # rewrites sample_data/ deterministically (~2 s)
+    python synthetic.py                      # rewrites sample_data/ deterministically (~2 s)
     python -c "import synthetic; s1, s2, gpp = synthetic.make_synthetic_cube(0, size=32); print(s2)"
 """
 import csv
-import os
 import time as timer
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from data import DAY, S1_BANDS, S2_BANDS, CubeError, day_offsets, db_to_linear
+from data import (DAY, S1_BANDS, S2_BANDS, ArgumentParser, CubeError, day_offsets, db_to_linear, run_cli,
+                  write_atomic)
 from fluxnet import GPP, MISSING, QC
 
 # ---------------------------------------------------------------------------------------------
@@ -295,14 +295,12 @@ def _netcdf_attrs(attrs):
 
 
 def write_cube(ds, path):
-    """Write a cube as compressed netCDF4 (zlib), atomically (path + ".tmp", then os.replace).
+    """Write a cube as compressed netCDF4 (zlib), atomically (data.write_atomic).
 
     Float variables with a time dim are packed as int16 with scale_factor/add_offset and _FillValue
     -32768 (NaN); xarray decodes them back to floats within scale_factor / 2. Other variables are
     written as they are, compressed.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     out = ds.copy(deep=False)
     encoding = {}
     for name in out.variables:
@@ -326,28 +324,23 @@ def write_cube(ds, path):
             enc["_FillValue"] = np.nan
         encoding[name] = enc
     out.attrs = _netcdf_attrs(out.attrs)
-    try:
-        out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, lambda tmp: out.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding))
 
 
 def write_fluxnet_csv(gpp, path):
     """Daily GPP Dataset -> FLUXNET2015 FULLSET DD CSV (TIMESTAMP YYYYMMDD, -9999 missing), atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     days = np.asarray(gpp["time"].values).astype("datetime64[D]").astype(str)
     cols = (GPP, QC)
     values = [np.asarray(gpp[c].values, dtype=np.float64) for c in cols]
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("TIMESTAMP",) + cols)
-        for i, day in enumerate(days):
-            w.writerow([day.replace("-", "")] +
-                       [f"{v[i]:.5f}" if np.isfinite(v[i]) else f"{MISSING:g}" for v in values])
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(("TIMESTAMP",) + cols)
+            for i, day in enumerate(days):
+                w.writerow([day.replace("-", "")] +
+                           [f"{v[i]:.5f}" if np.isfinite(v[i]) else f"{MISSING:g}" for v in values])
+    write_atomic(path, write)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,3 +373,15 @@ def make_sample_data(out):
             write_fluxnet_csv(gpp, out / "tower" / "tower_gpp.csv")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out}: {total / 1e6:.1f} MB")
+
+
+def main(argv=None):
+    """Command line: regenerate sample_data/ (or --out DIR)."""
+    parser = ArgumentParser(description="Regenerate the shipped sample_data/ deterministically (make_sample_data).")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "sample_data"),
+                        help="output folder (default: sample_data/ next to synthetic.py)")
+    make_sample_data(parser.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,21 +1,27 @@
 """check.py: compare an exercise with the project's own implementation (exercises/README.md).
 
-    python exercises/check.py 1                  # your exercises/ex01_context_kernel.py
+    python exercises/check.py --start 1          # copy the stub to exercises/mywork/ (git-ignored), once
+    python exercises/check.py 1                  # check your exercises/mywork/ex01_context_kernel.py
     python exercises/check.py 1 --solution       # the reference solution, exercises/solutions/ex01_context_kernel.py
     python exercises/check.py 3 --file my_sam.py # any file defining the exercise's functions
     python exercises/check.py 7 --run runs/ex7   # a run-only exercise: reads OUT/log.csv
     python exercises/check.py 8 --run runs/ex7 runs/ex8_mae    # hybrid run, then the MAE-only run
     python exercises/check.py 9 --cube runs/quick/synth_0_embeddings.nc    # also PCA of a real cube
 
-A code exercise is called on fixed, seeded inputs chosen so that the usual mistakes show (an
-off-by-one ring distance, frame indices instead of day offsets, SSIM constants, SAM in degrees, a
-BatchNorm left in train mode, a window crossing into the validation year ...) and compared with the
-function the project trains with (losses.py, deepfeat.py, embed.py, gpp.py). It prints
-"exercise N: OK", or for each case what differs: the max abs difference and the first differing
-index with both values there. Exit status 0 on pass, 1 otherwise; a function that still raises
-NotImplementedError is reported as "not implemented yet". Run it from the repository root.
+A code exercise is first read for shortcuts: a file that imports a module of this repository
+(losses, deepfeat, embed, gpp, train, ...) or reaches one without an import statement (importlib,
+__import__, exec, sys.modules) is refused with one line. Then it is called on fixed, seeded inputs
+chosen so that the usual mistakes show (an off-by-one ring distance, an even-sized kernel, frame
+indices instead of day offsets, SSIM constants, a NaN cloud, SAM in degrees, a BatchNorm left in
+train mode, a window crossing into the validation year ...) and compared with the function the
+project trains with (losses.py, deepfeat.py, embed.py, gpp.py). It prints "exercise N: OK", or for
+each case what differs: the max abs difference and the first differing index with both values
+there, then the exercise's hints (the usual mistakes behind such a difference, kept out of the stubs
+so that they do not give the answer away). Exit status 0 on pass, 1 otherwise; a function that still
+raises NotImplementedError is reported as "not implemented yet". Run it from the repository root.
 """
 import argparse
+import ast
 import csv
 import importlib.util
 import sys
@@ -24,6 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
+MYWORK = HERE / "mywork"                        # the learner's copies of the stubs (ignored by git)
+
+# A small autoencoder and fusion model (the size of the training scripts' --quick preset), written
+# out here so that the checker imports no training code.
+TINY_AUTOENCODER = dict(width=8, token_channels=4, n_heads=4, n_layers=1, dropout=0.0)
+TINY_FUSION = dict(d_model=32, n_heads=4, n_layers=1, dropout=0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,16 +92,63 @@ def seeded(seed):
 
 
 # ----------------------------------------------------------------------------------------------
+# Shortcuts: a learner's file may not use the project's own implementation
+# ----------------------------------------------------------------------------------------------
+
+# The repository's modules (the references and everything that imports them) and the exercise folders.
+PROJECT_MODULES = {p.stem for p in ROOT.glob("*.py")} | {"exercises", "solutions", "check", "tests"}
+# Ways to reach a module without an import statement that names it.
+LOADERS = {"importlib", "runpy", "pkgutil", "builtins", "subprocess"}
+DYNAMIC = {"__import__", "exec", "eval", "compile", "__builtins__"}
+
+
+def shortcut(source, filename):
+    """None, or one line on the first place where a learner's file reaches the project's own code:
+    an import of a project module (and the first attribute read on it), a module loader, or
+    sys.modules. Read from the source (ast), before the file runs."""
+    tree = ast.parse(source, filename)
+    found, aliases = [], {}                                    # (line, what); local name -> project module
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in modules:
+                top = name.split(".")[0]
+                if top in PROJECT_MODULES:
+                    found.append((node.lineno, f"imports {name}, a module of this repository"))
+                elif top in LOADERS:
+                    found.append((node.lineno, f"imports {name}, which loads modules"))
+            if isinstance(node, ast.Import):
+                aliases.update({a.asname or a.name.split(".")[0]: a.name for a in node.names
+                                if a.name.split(".")[0] in PROJECT_MODULES})
+        elif isinstance(node, ast.Name) and node.id in DYNAMIC:
+            found.append((node.lineno, f"uses {node.id}"))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr == "modules" \
+                and node.value.id == "sys":
+            found.append((node.lineno, "reads sys.modules"))
+    if not found:
+        return None
+    line, what = min(found)
+    uses = sorted((n.lineno, f"{n.value.id}.{n.attr}") for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                  and isinstance(n.value, ast.Name) and n.value.id in aliases)
+    used = f" (line {uses[0][0]} uses {uses[0][1]})" if uses else ""
+    return (f"refused: line {line} {what}{used}: the checker compares your code with the project's, "
+            "so write it with torch, numpy and math")
+
+
+# ----------------------------------------------------------------------------------------------
 # 1. Context kernel (Sec. III-A, Eq. 1, Fig. 1) vs losses.context_weights
 # ----------------------------------------------------------------------------------------------
 
 def check_context_kernel(mod, args):
     import losses
     # default kernel; a small non-square one with a slow decay, where alpha^d instead of
-    # alpha^(d - 1), Euclidean rings or swapped H/W differ by a lot; a flat kernel (alpha 1)
+    # alpha^(d - 1), Euclidean rings or swapped H/W differ by a lot; a flat kernel (alpha 1); even
+    # sizes, where the centre T//2, H//2, W//2 is the later of the two middle indices, not (T - 1)/2
     cases = [{},
              dict(T=5, H=7, W=9, alpha=0.5, centre_weight=1.75, ring_weight=0.2, normalise=False),
-             dict(T=3, H=5, W=5, alpha=1.0, ring_weight=1.0)]
+             dict(T=3, H=5, W=5, alpha=1.0, ring_weight=1.0),
+             dict(T=4, H=6, W=8, alpha=0.5, centre_weight=2.0, ring_weight=0.3, normalise=False),
+             dict(T=2, H=4, W=4, alpha=0.25)]
     problems = []
     for kw in cases:
         label = "context_weights(" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
@@ -213,7 +272,7 @@ def check_temporal_encoding(mod, args):
     import deepfeat
     D = 16
     # row 0: 11 S2 dates with cloudy gaps (days since 1970, 2022-01-08 onwards); row 1: every 5 days
-    # float32, as train.patch_batches hands days to the model
+    # float32, as recipe.patch_batches hands days to the model
     gappy = 19000.0 + torch.tensor([0.0, 5, 10, 15, 45, 50, 55, 60, 65, 95, 100])
     regular = 19000.0 + 5 * torch.arange(11.0)
     days = torch.stack([gappy, regular])                                   # (B, T)
@@ -238,10 +297,9 @@ def check_temporal_encoding(mod, args):
 def check_freezing(mod, args):
     import torch
 
-    import train
     from deepfeat import AutoencoderConfig, ModalityAutoencoder
     torch.manual_seed(6)
-    cfg = AutoencoderConfig("s2", ("B04", "B08"), 2, **train.QUICK_AUTOENCODER)
+    cfg = AutoencoderConfig("s2", ("B04", "B08"), 2, **TINY_AUTOENCODER)
     ae = ModalityAutoencoder(cfg)
     head = torch.nn.Linear(cfg.latent_dim, cfg.latent_dim)          # stands in for the fusion layers
     shape = (4, cfg.n_frames, len(cfg.bands), cfg.patch, cfg.patch)  # (B, T, C, H, W)
@@ -249,9 +307,11 @@ def check_freezing(mod, args):
     with torch.no_grad():
         ae.train()(torch.rand(shape), days)                        # "pretrained" BatchNorm statistics
     before = {k: v.clone() for k, v in ae.state_dict().items()}
-    mod.freeze(ae)
-    problems = [f"after freeze: parameter {n} still requires a gradient"
-                for n, p in ae.named_parameters() if p.requires_grad][:1]
+    returned = mod.freeze(ae)
+    problems = [] if returned is ae else [
+        f"freeze(module) returned {type(returned).__name__}, expected the module itself (freeze(ae).encode(...))"]
+    problems += [f"after freeze: parameter {n} still requires a gradient"
+                 for n, p in ae.named_parameters() if p.requires_grad][:1]
     problems += [f"after freeze: submodule {n or '(the autoencoder)'} ({type(m).__name__}) is in train mode"
                  for n, m in ae.named_modules() if m.training][:1]
 
@@ -270,21 +330,24 @@ def check_freezing(mod, args):
     if torch.equal(head.weight, head_before):
         problems.append("the trainable head did not change: nothing was trained")
 
-    # changed_tensors must see a buffer change and a change of one unit in the last place
+    # changed_tensors must see a buffer change and one unit in the last place, and list several
+    # changes in the order of `before` (here the reverse of `after`'s)
     state = ae.state_dict()
     weight = next(k for k in state if k.endswith("conv.weight"))
-    plants = {"nothing": None, "BatchNorm running_var": "enc_blocks.0.norm.running_var",
-              "BatchNorm num_batches_tracked": "enc_blocks.1.norm.num_batches_tracked",
-              "one ulp of a weight": weight}
-    for what, name in plants.items():
-        after = {k: v.clone() for k, v in state.items()}
-        if name is not None:
+    plants = {"nothing": [], "BatchNorm running_var": ["enc_blocks.0.norm.running_var"],
+              "BatchNorm num_batches_tracked": ["enc_blocks.1.norm.num_batches_tracked"],
+              "one ulp of a weight": [weight],
+              "three tensors": [weight, "enc_blocks.0.norm.running_var", "enc_blocks.1.norm.num_batches_tracked"]}
+    for what, names in plants.items():
+        after = {k: v.clone() for k, v in reversed(state.items())}
+        for name in names:
             t = after[name]
             after[name] = t + 1 if t.dtype == torch.long else torch.nextafter(t, t + 1)
         got = mod.changed_tensors(state, after)
-        want = [] if name is None else [name]
-        if list(got) != want:
-            problems.append(f"changed_tensors after changing {what}: got {list(got)[:3]}, expected {want}")
+        want = [k for k in state if k in names]
+        if not isinstance(got, (list, tuple)) or list(got) != want:
+            shown = list(got)[:3] if isinstance(got, (list, tuple)) else f"a {type(got).__name__}"
+            problems.append(f"changed_tensors after changing {what}: got {shown}, expected the list {want}")
     if not problems:
         n_frozen = sum(p.numel() for p in ae.parameters())
         print(f"{len(before)} frozen tensors ({n_frozen:,} parameters + BatchNorm buffers) bit-identical after "
@@ -362,10 +425,10 @@ def aligned(components, reference):
     return c
 
 
-def pca_problems(mod, X, label):
+def pca_problems(mod, X, label, k=3):
     import embed
-    mean, comps, explained = embed.pca_fit(X)
-    got_mean, got_comps, got_explained = mod.pca_fit(X)
+    mean, comps, explained = embed.pca_fit(X, k)
+    got_mean, got_comps, got_explained = mod.pca_fit(X, k)
     return problems_of(compare(f"{label}: mean", got_mean, mean),
                        compare(f"{label}: components (sign-aligned), index (component, feature)",
                                aligned(got_comps, comps), comps, atol=1e-5),
@@ -375,10 +438,14 @@ def pca_problems(mod, X, label):
 def check_pca(mod, args):
     import numpy as np
     rng = np.random.default_rng(9)
-    # 500 fused 7-d embeddings: distinct variances along a random orthonormal basis, mean far from 0
+    # 500 fused 7-d embeddings: distinct variances along a random orthonormal basis, mean far from 0;
+    # k = 1, 3 and all 7, and 40 points in 4-d, so that neither k nor F can be hard-coded
     basis, _ = np.linalg.qr(rng.normal(size=(7, 7)))
     X = (rng.normal(size=(500, 7)) * [5, 3, 2, 1, 0.5, 0.3, 0.1]) @ basis.T + 10 * rng.normal(size=7)
-    problems = pca_problems(mod, X, "pca_fit(500 x 7 seeded embeddings)")
+    small = rng.normal(size=(40, 4)) * [0.5, 2.0, 1.0, 0.2] - 3.0
+    problems = []
+    for data, k in ((X, 3), (X, 1), (X, 7), (small, 2)):
+        problems += pca_problems(mod, data, f"pca_fit({len(data)} x {data.shape[1]} seeded embeddings, k={k})", k)
     if args.cube and not problems:
         import embed
         emb = embed.open_embedding(args.cube)
@@ -442,6 +509,245 @@ def check_gpp_windows(mod, args):
 
 
 # ----------------------------------------------------------------------------------------------
+# 11. SSIM under clouds (Sec. III-A, Eq. 2-3) vs losses.ssim_map / losses.ssim / losses.ssim_loss
+# ----------------------------------------------------------------------------------------------
+
+def cloudy_inputs():
+    """ssim_inputs() with missing target values (B, T, C, H, W) = (2, 3, 2, 15, 15), float64: NaN
+    clouds (a 5 x 6 blob in both bands, one lone pixel in one band, one whole frame), and a `valid`
+    mask that is False on a finite stripe (a saturated column) but True on the NaN clouds, which
+    therefore count as missing only through their NaN."""
+    import torch
+    pred, target = ssim_inputs()
+    target[0, 0, :, 2:7, 3:9] = float("nan")
+    target[1, 1, 0, 7, 7] = float("nan")
+    target[1, 2] = float("nan")
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[0, 2, :, :, 14] = False
+    return pred, target, valid
+
+
+def check_masked_ssim(mod, args):
+    import torch
+
+    import losses
+    pred, target, valid = cloudy_inputs()
+    B, T, C, H, W = pred.shape
+
+    def reference_map(p, t, v=None, **kw):                      # (B, T*C, H', W') -> (B, T, C, H', W')
+        m = losses.ssim_map(p, t, v, **kw)
+        return m.reshape(B, T, C, *m.shape[-2:])
+
+    def gradient(fn, *inputs, **kw):                            # d fn(pred, ...).sum() / d pred
+        p = pred.clone().requires_grad_(True)
+        fn(p, *inputs, **kw).sum().backward()
+        return p.grad
+
+    nowhere = torch.full_like(target, float("nan"))
+    problems = problems_of(
+        compare("ssim_map(pred, target) (NaN clouds)", mod.ssim_map(pred, target), reference_map(pred, target)),
+        compare("ssim_map(pred, target, valid)", mod.ssim_map(pred, target, valid), reference_map(pred, target, valid)),
+        compare("ssim_map(pred, target, valid, window=5, sigma=1.0)",
+                mod.ssim_map(pred, target, valid, window=5, sigma=1.0),
+                reference_map(pred, target, valid, window=5, sigma=1.0)),
+        compare("ssim(pred, target, valid)", mod.ssim(pred, target, valid), losses.ssim(pred, target, valid)),
+        compare("ssim(pred, target, valid, window=5, sigma=1.0)", mod.ssim(pred, target, valid, window=5, sigma=1.0),
+                losses.ssim(pred, target, valid, window=5, sigma=1.0)),
+        compare("ssim_loss(pred, target)", mod.ssim_loss(pred, target), losses.ssim_loss(pred, target)),
+        compare("ssim_loss(pred, target, valid)", mod.ssim_loss(pred, target, valid),
+                losses.ssim_loss(pred, target, valid)),
+        compare("ssim_loss(pred, a target that is all NaN) (no complete window)", mod.ssim_loss(pred, nowhere),
+                losses.ssim_loss(pred, nowhere)),
+        compare("gradient of ssim_map(pred, target, valid).sum() with respect to pred",
+                gradient(mod.ssim_map, target, valid), gradient(losses.ssim_map, target, valid)),
+        compare("gradient of ssim_loss(pred, target, valid) with respect to pred",
+                gradient(mod.ssim_loss, target, valid), gradient(losses.ssim_loss, target, valid)))
+    if not problems:
+        observed = (valid & torch.isfinite(target)).double()
+        share = torch.nn.functional.avg_pool2d(observed.reshape(B, T * C, H, W), 7, stride=1)   # (B, T*C, 9, 9)
+        every = 1 - losses.ssim_map(pred, target, valid).mean()
+        print(f"{100 * (1 - float(observed.mean())):.0f} % of the target values missing; of {share.numel()} "
+              f"windows {int((share > 1 - 1e-6).sum())} complete (scored), {int((share < 1e-6).sum())} entirely "
+              f"and {int(((share > 1e-6) & (share < 1 - 1e-6)).sum())} partly missing; SSIM loss over the complete "
+              f"windows {float(losses.ssim_loss(pred, target, valid)):.4f}, over every window {float(every):.4f}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# 12. The fusion stage's freezing (Sec. III-C) on a deepfeat.FusionModel
+# ----------------------------------------------------------------------------------------------
+
+def unfrozen_fusion_model():
+    """A small deepfeat.FusionModel of S1 and S2 autoencoders with "pretrained" BatchNorm statistics,
+    nothing frozen and its own freezing switched off (train() is nn.Module's, trainable_parameters()
+    refuses), so that the learner's FusionStage does all of it; and a batch {m: (x, days)} with NaN."""
+    import torch
+
+    from deepfeat import AutoencoderConfig, FusionConfig, FusionModel, ModalityAutoencoder
+
+    class Unfrozen(FusionModel):
+        def train(self, mode=True):
+            return torch.nn.Module.train(self, mode)
+
+        def trainable_parameters(self):
+            raise AttributeError("exercise 12 hands you a FusionModel without trainable_parameters: write your own")
+
+    torch.manual_seed(12)
+    configs = {"s1": AutoencoderConfig("s1", ("VV", "VH"), 2, **TINY_AUTOENCODER),
+               "s2": AutoencoderConfig("s2", ("B04", "B08"), 9, **TINY_AUTOENCODER)}
+    model = Unfrozen({m: ModalityAutoencoder(cfg) for m, cfg in configs.items()}, FusionConfig(**TINY_FUSION))
+    model.unfreeze()
+    g = seeded(12)
+    batch = {}
+    for m, cfg in configs.items():
+        x = torch.rand(4, cfg.n_frames, len(cfg.bands), cfg.patch, cfg.patch, generator=g)   # (B, T, C, H, W)
+        x[:, 3, :, :5] = float("nan")                                                       # a cloud
+        batch[m] = (x, 5 * torch.arange(float(cfg.n_frames)).repeat(4, 1))                  # days (B, T)
+    with torch.no_grad():
+        model.train()(batch)                                   # "pretrained" BatchNorm statistics
+    return model, batch
+
+
+def mode_problems(stage, fusion, call, training):
+    """The first module in the wrong mode after `call`: the autoencoders always in eval mode, the
+    stage and the fusion layers in train mode when `training`."""
+    expected = [("the FusionStage", stage, training)]
+    expected += [(f"fusion.{n}".rstrip("."), m, training and not n.startswith("autoencoders"))
+                 for n, m in fusion.named_modules()]
+    return [f"after {call}: {name} ({type(m).__name__}) is in {'train' if m.training else 'eval'} mode"
+            for name, m, want in expected if m.training != want][:1]
+
+
+def check_fusion_stage(mod, args):
+    import torch
+    fusion, batch = unfrozen_fusion_model()
+    before = {k: v.clone() for k, v in fusion.autoencoders.state_dict().items()}
+    stage = mod.FusionStage(fusion)
+    # gradients: none for the autoencoders, every fusion-layer parameter keeps its own
+    problems = [f"after FusionStage(fusion): {n} {'requires' if p.requires_grad else 'does not require'} a gradient"
+                for n, p in fusion.named_parameters() if p.requires_grad == n.startswith("autoencoders.")][:1]
+    problems += mode_problems(stage, fusion, "FusionStage(fusion)", True)
+    # modes: train.fit calls train() every epoch and eval() to validate
+    for call, training in (("stage.train()", True), ("stage.eval()", False), ("stage.train()", True),
+                           ("stage.train(False)", False), ("stage.train(True)", True)):
+        returned = stage.eval() if call == "stage.eval()" else stage.train(training)
+        if returned is not stage:
+            problems.append(f"{call} returned {type(returned).__name__}, expected the stage itself "
+                            "(nn.Module.train returns self, and model.train()(x) relies on it)")
+        problems += mode_problems(stage, fusion, call, training)
+        if problems:
+            return problems
+    # the optimizer's list: the fusion layers, in named_parameters() order (an optimizer's state is
+    # saved by position, so a resumed run needs the same order)
+    names = {id(p): n for n, p in fusion.named_parameters()}
+    want = [n for n, _ in fusion.named_parameters() if not n.startswith("autoencoders.")]
+    trainable = list(stage.trainable_parameters())
+    got = [names.get(id(p), "a tensor that is no parameter of the model") for p in trainable]
+    if got != want:
+        frozen = [n for n in got if n.startswith("autoencoders.")]
+        first = next(i for i, (a, b) in enumerate(zip(got + [None], want + [None])) if a != b)
+        problems.append(f"trainable_parameters(): {len(got)} tensors, {len(frozen)} of them of the autoencoders; "
+                        f"expected the {len(want)} fusion-layer parameters in fusion.named_parameters() order, first "
+                        f"difference at position {first}: got {got[first] if first < len(got) else 'nothing'}, "
+                        f"expected {want[first] if first < len(want) else 'nothing'}")
+        return problems
+    # one training step as train.fit takes it
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    fused_before = fusion.to_fused.weight.detach().clone()
+    stage.train()
+    recon, fused = stage(batch)
+    loss = sum((recon[m] - x.nan_to_num()).abs()[torch.isfinite(x)].mean() for m, (x, _) in batch.items())
+    loss.backward()
+    optimizer.step()
+    changed = [k for k, v in fusion.autoencoders.state_dict().items() if not torch.equal(v, before[k])]
+    if changed:
+        problems.append(f"{len(changed)} frozen tensors changed in one training step, first autoencoders.{changed[0]}")
+    if torch.equal(fusion.to_fused.weight, fused_before):
+        problems.append("the fusion layers did not change in one training step: nothing was trained")
+    if not problems:
+        n_frozen = sum(p.numel() for p in fusion.autoencoders.parameters())
+        print(f"{len(before)} tensors of the 2 frozen autoencoders ({n_frozen:,} parameters + BatchNorm buffers) "
+              f"bit-identical after stage.train(), stage.eval() and one AdamW step of the {len(want)} fusion-layer "
+              f"tensors ({sum(p.numel() for p in trainable):,} parameters)")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# Hints: the usual mistakes of each exercise, printed only after a failed check
+# ----------------------------------------------------------------------------------------------
+
+HINTS = {
+    1: ["alpha^d instead of alpha^(d - 1): the first ring gets ring_weight * alpha (max abs difference 0.0655 "
+        "at (5, 7, 7) on the default kernel)",
+        "a Euclidean or Manhattan distance instead of the Chebyshev ring max(|dy|, |dx|)",
+        "H and W swapped (only the non-square cases show it)",
+        "frames counted from the first frame instead of from the central frame T//2",
+        "even sizes: the centre is index T//2 (T = 4: frame 2, the later of the two middle frames), not (T - 1)/2",
+        "normalise ignored: with normalise=True the weights sum to 1"],
+    2: ["C1 = 0.01 L instead of (0.01 L)^2 (the same for C2), or data_range ignored",
+        "a uniform window, or sigma hard-coded to 1.5",
+        "zero padding: a 15 x 15 frame must give a 9 x 9 map (only positions where the window fits)",
+        "the covariance term without its factor 2",
+        "Bessel-corrected variances (divided by n - 1): the Gaussian weights already sum to 1 (3e-4 off)",
+        "ssim_loss returned as SSIM instead of 1 - SSIM",
+        "the inputs are low-contrast (variances ~1e-4, the size of C1 and C2), so the constants matter",
+        "Tensor.unfold cuts the windows; F.conv2d with the Gaussian as kernel blurs"],
+    3: ["degrees instead of radians (57 x too large: max abs difference 71.5)",
+        "the angle along time (dim 1) instead of the bands (dim 2)",
+        "no clamp: float32 rounding puts the cosine of identical spectra above 1 and arccos gives NaN",
+        "a clamp to [0, 1]: opposite spectra would read pi/2 instead of ~pi",
+        "no eps: a zero spectrum divides 0 by 0 (NaN) instead of reading pi/2",
+        "sum instead of mean over positions, or a dot product without the norms"],
+    4: ["spatial attention first, or both gates computed on the input x (the spatial gate sees x * channel gate)",
+        "[max, mean] instead of [mean, max] as the two input maps of the 7 x 7 conv",
+        "a sigmoid on each pooling branch instead of one on their sum",
+        "average pooling only, or no sigmoid on the spatial gate"],
+    5: ["frame indices 0..10 instead of day offsets: the first difference is at frame 1 of the gappy window (0, 1, 0)",
+        "absolute day numbers: the encoding must not change when the whole window shifts by a year",
+        "offsets from the centre frame instead of the window's first date",
+        "sin and cos in two halves instead of interleaved (even index sin, odd index cos)",
+        "no 1/sqrt(D), or the exponent i/D instead of 2i/D"],
+    6: ["no eval mode: a BatchNorm layer in train mode updates running_mean and running_var in the forward "
+        "pass, with no gradient and no optimizer involved",
+        "module.training = False sets the flag of the top module only; eval() sets it on every submodule",
+        "no requires_grad_(False): the optimizer gets the frozen parameters and steps them",
+        "freeze must return the module it froze",
+        "torch.allclose or a tolerance misses a change of one unit in the last place: use torch.equal",
+        "parameters only, or floating-point tensors only, miss the buffers (num_batches_tracked is an integer)",
+        "names in the order of `after`, or a set: the order is `before`'s"],
+    9: ["no centring: the first component then points at the mean",
+        "components as columns (shape (F, k)), or the rows of the eigenvector matrix (eigh returns vectors as columns)",
+        "ascending order: eigh sorts its eigenvalues from the smallest",
+        "ratios over the k kept components instead of over all F (they must not sum to 1 unless k = F)",
+        "singular values instead of variances (variance ~ singular value squared)",
+        "k or F hard-coded: the checker tries k = 1, 3, 7 and a 4-feature set"],
+    10: ["the split decided by the target's year only: a validation window then reaches back into 2019 "
+         "(window of days 1010-1099 holds 85 days of [2019] ...: leakage)",
+         "the target on the first day of the window instead of the last, s + window - 1",
+         "a window one day short (s + window - 1 excluded), or starts from 1",
+         "the last possible start dropped: range(0, N - window + 1, stride)",
+         "x_ok ignored, or a crash on y_ok=None"],
+    11: ["NaN * 0 is NaN: masking a NaN target by multiplying with the mask still puts NaN in the statistics; "
+         "replace it (torch.where) before any arithmetic",
+         "missing values filled with 0 instead of the prediction: the map then scores them as errors",
+         "filled with pred instead of pred.detach(): the map's gradient then also flows through the filled target",
+         "valid used alone: a value counts only where valid is True AND the target is finite",
+         "the mean over every window: windows holding a missing value read as perfect, so the loss would fall "
+         "as cloud cover grows; average the complete windows only",
+         "a window counted as complete when its centre pixel is observed: every value in it must be",
+         "the window size hard-coded to 7 in ssim, or 0 / 0 when no window is complete (SSIM is then 1)"],
+    12: ["the train() trap: nn.Module.train(mode) sets the mode of every submodule, so stage.train() (called by "
+         "train.fit every epoch) puts the frozen autoencoders back in train mode and their BatchNorm statistics "
+         "move; override train() to put them back in eval mode",
+         "train() (and so eval()) must return self, as nn.Module.train does",
+         "eval mode without requires_grad_(False), or requires_grad_(False) on the whole model (nothing left to train)",
+         "trainable_parameters() lists the fusion layers only, as FusionModel.trainable_parameters does (a frozen "
+         "parameter in the optimizer is stepped as soon as it gets a gradient), in named_parameters() order: an "
+         "optimizer's state is saved by position, so a resumed run needs the same order"],
+}
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
@@ -457,7 +763,32 @@ EXERCISES = {
     8: (None, check_loss_ablation),
     9: ("ex09_pca.py", check_pca),
     10: ("ex10_gpp_windows.py", check_gpp_windows),
+    11: ("ex11_masked_ssim.py", check_masked_ssim),
+    12: ("ex12_fusion_freezing.py", check_fusion_stage),
 }
+CODE_EXERCISES = [n for n, (filename, _) in EXERCISES.items() if filename]
+
+
+def shown(path):
+    """A path relative to the repository root when it lies inside it (as the learner typed it)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def start(n):
+    """Copy stub n to MYWORK, never over an existing file (the learner's work)."""
+    filename = EXERCISES[n][0]
+    MYWORK.mkdir(exist_ok=True)
+    try:
+        with open(MYWORK / filename, "x") as f:
+            f.write((HERE / filename).read_text())
+    except FileExistsError:
+        print(f"exercise {n}: {shown(MYWORK / filename)} exists already and was not overwritten "
+              "(delete it yourself to start again)")
+        return 1
+    print(f"exercise {n}: copied the stub to {shown(MYWORK / filename)}; write your code there, then run "
+          f"python exercises/check.py {n}")
+    return 0
 
 
 def load_module(path, name):
@@ -470,26 +801,43 @@ def load_module(path, name):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Check an exercise of exercises/README.md against the project.")
-    parser.add_argument("exercise", type=int, choices=sorted(EXERCISES), help="exercise number, 1-10")
+    parser.add_argument("exercise", type=int, nargs="?", choices=sorted(EXERCISES),
+                        help=f"exercise number, 1-{max(EXERCISES)}")
+    parser.add_argument("--start", type=int, choices=CODE_EXERCISES, metavar="N",
+                        help="copy the stub of code exercise N to exercises/mywork/ (ignored by git), where you "
+                             "write it; never overwrites")
     parser.add_argument("--solution", action="store_true",
-                        help="check the reference solution in exercises/solutions/ (default: your exercises/exNN_*.py)")
-    parser.add_argument("--file", default=None, help="check this file instead (default: exercises/exNN_*.py)")
+                        help="check the reference solution in exercises/solutions/ (default: exercises/mywork/)")
+    parser.add_argument("--file", default=None,
+                        help="check this file instead (default: your exercises/mywork/exNN_*.py)")
     parser.add_argument("--run", nargs="+", default=None, metavar="OUT",
                         help="exercise 7: the train_s2.py output folder (default runs/ex7); exercise 8: the hybrid "
                              "and the MAE-only folders (default runs/ex7 runs/ex8_mae)")
     parser.add_argument("--cube", default=None, metavar="EMB.nc",
                         help="exercise 9: also compare the PCA on this embedding cube (default: none)")
     args = parser.parse_args(argv)
-    if str(ROOT) not in sys.path:               # losses, deepfeat, embed, gpp, train: the references
+    if (args.exercise is None) == (args.start is None):
+        parser.error("give an exercise number to check, or --start N to begin exercise N")
+    if args.start is not None:
+        return start(args.start)
+    if str(ROOT) not in sys.path:               # losses, deepfeat, embed, gpp: the references
         sys.path.insert(0, str(ROOT))
     n = args.exercise
     filename, check = EXERCISES[n]
     module = None
     try:
         if filename is not None:
-            path = Path(args.file) if args.file else (HERE / "solutions" if args.solution else HERE) / filename
+            path = Path(args.file) if args.file else (HERE / "solutions" if args.solution else MYWORK) / filename
+            if not path.is_file():
+                hint = f"run python exercises/check.py --start {n} first" if not (args.file or args.solution) else ""
+                print(f"exercise {n}: {shown(path)} not found" + (f": {hint}" if hint else ""))
+                return 1
+            print(f"exercise {n}: checking {shown(path)}")
+            refused = shortcut(path.read_text(), str(path))
+            if refused:
+                print(f"exercise {n}: {refused}")
+                return 1
             module = load_module(path, f"exercise_{n}_{'solution' if args.solution else 'yours'}")
-            print(f"exercise {n}: checking {path}")
         problems = check(module, args)
     except NotImplementedError as err:
         print(f"exercise {n}: not implemented yet ({err or 'a function still raises NotImplementedError'})")
@@ -499,10 +847,13 @@ def main(argv=None):
         return 1
     except Exception as err:                   # the learner's code failed: show where, then a summary
         traceback.print_exc()
-        print(f"exercise {n}: your code raised {type(err).__name__}: {err}")
-        return 1
+        problems = [f"your code raised {type(err).__name__}: {err}"]
     for problem in problems:
         print(f"  {problem}")
+    if problems and HINTS.get(n):
+        print(f"hints, the usual mistakes of exercise {n}:")
+        for hint in HINTS[n]:
+            print(f"  - {hint}")
     print(f"exercise {n}: OK" if not problems else f"exercise {n}: {len(problems)} check(s) failed")
     return 0 if not problems else 1
 

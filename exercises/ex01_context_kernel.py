@@ -1,8 +1,9 @@
 """Exercise 1: the context kernel of Eq. 1 (Sec. III-A, Fig. 1). See exercises/README.md.
 
-Write the body of context_weights, then check it against losses.context_weights:
-    python exercises/check.py 1
-(a solution is in exercises/solutions/ex01_context_kernel.py: try first)
+Write context_weights, checked against losses.context_weights. Work in your own copy:
+    python exercises/check.py --start 1    # once: copies this stub to exercises/mywork/ex01_context_kernel.py
+    python exercises/check.py 1            # checks exercises/mywork/ex01_context_kernel.py
+A solution is in exercises/solutions/ex01_context_kernel.py: try first. Hints come after a failed check.
 """
 import torch
 
@@ -14,5 +15,6 @@ def context_weights(T=11, H=15, W=15, alpha=0.1, centre_weight=1.0, ring_weight=
     Chebyshev ring of the pixel around the central pixel (ring 1 = the 8 neighbours). The spatial
     factor is s(0) = centre_weight and s(d) = ring_weight * alpha^(d - 1) for d >= 1, so the first
     ring gets ring_weight and every further ring alpha times less. normalise=True divides by the sum.
+    T, H, W are ints, odd or even; the result is a floating-point tensor (float32 or float64).
     """
     raise NotImplementedError("context_weights (Sec. III-A, Eq. 1)")

@@ -1,8 +1,10 @@
-"""Exercise 4: a CBAM block, channel attention then spatial attention (Sec. III-B, Fig. 3). See exercises/README.md.
+"""Exercise 4: a CBAM block, channel then spatial attention (Sec. III-B, Fig. 3). See exercises/README.md.
 
-Write channel_gate, spatial_gate and forward, then check them against deepfeat.CBAM (same weights):
-    python exercises/check.py 4
-(a solution is in exercises/solutions/ex04_cbam.py: try first)
+Write channel_gate, spatial_gate and forward, checked against deepfeat.CBAM with the same weights.
+Work in your own copy:
+    python exercises/check.py --start 4    # once: copies this stub to exercises/mywork/ex04_cbam.py
+    python exercises/check.py 4            # checks exercises/mywork/ex04_cbam.py
+A solution is in exercises/solutions/ex04_cbam.py: try first. Hints come after a failed check.
 """
 import torch
 import torch.nn as nn
@@ -13,6 +15,7 @@ class CBAM(nn.Module):
 
     The layers are given (same names and sizes as deepfeat.CBAM, so its weights load into this one):
     `mlp` is the MLP shared by both channel descriptors, `spatial` the 7 x 7 conv of the spatial gate.
+    Inputs x are float32 (N, C, H, W).
     """
 
     def __init__(self, channels, reduction=4, spatial_kernel=7):

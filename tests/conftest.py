@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 REALDATA = ROOT.parent / "shared" / "realdata"
 
-import train  # noqa: E402 (after sys.path)
+import recipe  # noqa: E402 (after sys.path)
 from deepfeat import AutoencoderConfig, ModalityAutoencoder  # noqa: E402
 
 
@@ -25,8 +25,9 @@ def realdata():
 
 
 def tiny_ae(modality, bands, latent):
-    """An untrained ModalityAutoencoder of the --quick size (train.QUICK_AUTOENCODER)."""
-    return ModalityAutoencoder(AutoencoderConfig(modality, tuple(bands), latent, **train.QUICK_AUTOENCODER))
+    """An untrained ModalityAutoencoder of the --quick size (recipe.PRESETS["quick"])."""
+    return ModalityAutoencoder(AutoencoderConfig(modality, tuple(bands), latent,
+                                                 **recipe.PRESETS["quick"]["autoencoder"]["model"]))
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +55,15 @@ def stop_after(n, write):
         done.append(args)
         write(*args)
     return stopping
+
+
+def write_areas(folder, seeds, prefix, size=24, more=None):
+    """Synthetic areas of half a year (2020-03 .. 2020-08), one per seed: PREFIXk_s1.nc, PREFIXk_s2.nc and,
+    for more(s2) = {NAME: cube}, PREFIXk_NAME.nc. Returns the folder."""
+    import synthetic
+    for k, seed in enumerate(seeds):
+        s1, s2, _ = synthetic.make_synthetic_cube(seed, size=size, start="2020-03-01", end="2020-08-31")
+        for name, cube in {"s1": s1, "s2": s2, **(more(s2) if more else {})}.items():
+            synthetic.write_cube(cube, folder / f"{prefix}{k}_{name}.nc")
+    return folder
+

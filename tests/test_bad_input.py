@@ -29,7 +29,7 @@ from conftest import REALDATA, ROOT, tiny_ae
 from deepfeat import FusionConfig, FusionModel
 
 SCRIPTS = {"train_s1.py": train_s1.main, "train_s2.py": train_s2.main, "train_fusion.py": train_fusion.main,
-           "embed.py": embed.main, "gpp.py": gpp.main, "data.py": data.main, "reproduce.py": reproduce.main}
+           "embed.py": embed.main, "gpp.py": gpp.main, "readers.py": readers.main, "reproduce.py": reproduce.main}
 ROMANIA_10M = "{realdata}/s2_l2a_romania/sentinel2_cube_subset_romania_10m.nc"
 LAEA_WKT = 'PROJCRS["ETRS89-extended / LAEA Europe",ID["EPSG",3035]]'
 
@@ -88,7 +88,7 @@ CASES = [
      "two cubes are named 'c' (in different folders?)"),
     ("reproduce.py without a task", "reproduce.py", "give --quick (the whole table at quick size) or --claim NAME"),
     ("a claim that does not exist", "reproduce.py --claim speed", "argument --claim: invalid choice: 'speed'"),
-    ("a file that is no cube", "data.py inspect {a_file}", "cannot read as netCDF"),
+    ("a file that is no cube", "readers.py inspect {a_file}", "cannot read as netCDF"),
 ]
 
 

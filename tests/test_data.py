@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 
 import data
+import modalities
 import synthetic
 import readers
 from data import CubeError
@@ -426,16 +427,16 @@ def test_match_closest_date_hand_made():
     s2 = tiny_cube(T=5, H=2, W=2).assign_coords(time=np.array(
         ["2020-01-01", "2020-01-06", "2020-01-11", "2020-01-30", "2020-02-03"], dtype="datetime64[ns]"))
     s1 = _s1_frames(["2019-12-30", "2020-01-05", "2020-01-12", "2020-01-17", "2020-02-05T12:00"], s2)
-    m = data.match_s1_to_s2(s1, s2, max_gap_days=6)
+    m = data.match_dates(s1, s2, max_gap_days=6)
     # Jan 1 -> Dec 30 (2 d); Jan 6 -> Jan 5 (1 d); Jan 11 -> Jan 12 (1 d); Jan 30: nearest Jan 17 is
-    # 13 d away -> NaN frame, s1_time falls back to the S2 date; Feb 3 -> Feb 5 12:00 (2.5 d)
+    # 13 d away -> NaN frame, source_time falls back to the S2 date; Feb 3 -> Feb 5 12:00 (2.5 d)
     np.testing.assert_array_equal(m["vv"].values[:, 0, 0], [0, 1, 2, np.nan, 4])
     expected = ["2019-12-30", "2020-01-05", "2020-01-12", "2020-01-30", "2020-02-05T12:00"]
-    np.testing.assert_array_equal(m["s1_time"].values, np.array(expected, dtype="datetime64[ns]"))
-    np.testing.assert_array_equal(m["s1_matched"].values, [True, True, True, False, True])
+    np.testing.assert_array_equal(m["source_time"].values, np.array(expected, dtype="datetime64[ns]"))
+    np.testing.assert_array_equal(m["matched"].values, [True, True, True, False, True])
     np.testing.assert_array_equal(m["time"].values, s2["time"].values)
     # a tie (Jan 3 is 3 d from Dec 31 and from Jan 6) goes to the earlier S1 date
-    tie = data.match_s1_to_s2(_s1_frames(["2019-12-31", "2020-01-06"], s2),
+    tie = data.match_dates(_s1_frames(["2019-12-31", "2020-01-06"], s2),
                               s2.isel(time=[0]).assign_coords(time=[np.datetime64("2020-01-03", "ns")]))
     assert tie["vv"].values[0, 0, 0] == 0
 
@@ -443,23 +444,23 @@ def test_match_closest_date_hand_made():
 def test_match_gap_boundary_is_inclusive():
     """An S1 acquisition exactly --max-gap-days from an S2 date is matched; one second further is not."""
     s2 = tiny_cube(T=2, H=2, W=2).assign_coords(time=np.array(["2020-01-10", "2020-03-01"], dtype="datetime64[ns]"))
-    at = data.match_s1_to_s2(_s1_frames(["2020-01-04", "2020-03-01"], s2), s2, max_gap_days=6)
-    np.testing.assert_array_equal(at["s1_matched"].values, [True, True])
-    past = data.match_s1_to_s2(_s1_frames(["2020-01-03T23:59:59", "2020-03-01"], s2), s2, max_gap_days=6)
-    np.testing.assert_array_equal(past["s1_matched"].values, [False, True])
+    at = data.match_dates(_s1_frames(["2020-01-04", "2020-03-01"], s2), s2, max_gap_days=6)
+    np.testing.assert_array_equal(at["matched"].values, [True, True])
+    past = data.match_dates(_s1_frames(["2020-01-03T23:59:59", "2020-03-01"], s2), s2, max_gap_days=6)
+    np.testing.assert_array_equal(past["matched"].values, [False, True])
     assert np.isnan(past["vv"].values[0, 0, 0])
 
 
 def test_match_rejects_no_overlap():
     s2 = tiny_cube(T=3, H=2, W=2)
     with pytest.raises(CubeError, match="do not overlap in time"):
-        data.match_s1_to_s2(_s1_frames(["2021-06-01", "2021-06-07"], s2), s2)
+        data.match_dates(_s1_frames(["2021-06-01", "2021-06-07"], s2), s2)
     far = tiny_cube(T=3, H=2, W=2).assign_coords(x=[1e6, 1e6 + 10])
     with pytest.raises(CubeError, match="do not overlap in space"):
-        data.match_s1_to_s2(_s1_frames(["2020-01-01"], far), s2)
+        data.match_dates(_s1_frames(["2020-01-01"], far), s2)
     shifted = tiny_cube(T=3, H=2, W=2).assign_coords(x=[5.0, 15.0])
     with pytest.raises(CubeError, match="not on the S2 grid"):
-        data.match_s1_to_s2(_s1_frames(["2020-01-01"], shifted), s2)
+        data.match_dates(_s1_frames(["2020-01-01"], shifted), s2)
 
 
 def test_cube_array_order_and_missing_band():
@@ -486,7 +487,7 @@ def test_sample_patches_shapes_frames_and_days():
     s2 = _encoded(T, 10, H, W)
     s1 = s2[:, :2] + 0.5
     days = {"s2": np.arange(T) * 5.0, "s1": np.arange(T) * 5.0 + 1.25}
-    out = data.sample_patches({"s2": s2, "s1": s1}, days, data.FUSION_SAMPLING,
+    out = data.sample_patches({"s2": s2, "s1": s1}, days, modalities.S2.sampling,
                               np.random.default_rng(0), key="s2")
     (x2, d2), (x1, d1) = out["s2"], out["s1"]
     # cloud-free, so no sample is dropped: t0 in {0, 17, 34} (34 + 20 <= 60 < 51 + 20),
@@ -507,15 +508,15 @@ def test_sample_count_s1_strides_and_short_cube():
     rng = np.random.default_rng(1)
     # S1: t0 in {0, 40} (40 + 40 <= 85), corners {0, 15, 30, 45} (45 + 15 <= 64): 2 * 4 * 4 = 32
     a = np.zeros((85, 2, 64, 64), np.float32)
-    x, d = data.sample_patches({"s1": a}, {"s1": np.arange(85.0)}, data.S1_SAMPLING, rng, "s1")["s1"]
+    x, d = data.sample_patches({"s1": a}, {"s1": np.arange(85.0)}, modalities.S1.sampling, rng, "s1")["s1"]
     assert x.shape == (32, 11, 2, 15, 15)
     # fewer dates than seq_len but >= 11: one sequence of all frames (T = 25)
-    x, d = data.sample_patches({"s1": a[:25]}, {"s1": np.arange(25.0)}, data.S1_SAMPLING, rng, "s1")["s1"]
+    x, d = data.sample_patches({"s1": a[:25]}, {"s1": np.arange(25.0)}, modalities.S1.sampling, rng, "s1")["s1"]
     assert x.shape == (16, 11, 2, 15, 15) and d.max() <= 24
     with pytest.raises(CubeError, match="only 10 dates, a sample needs at least 11"):
-        data.sample_patches({"s1": a[:10]}, {"s1": np.arange(10.0)}, data.S1_SAMPLING, rng, "s1")
+        data.sample_patches({"s1": a[:10]}, {"s1": np.arange(10.0)}, modalities.S1.sampling, rng, "s1")
     with pytest.raises(CubeError, match="smaller than a 15 x 15 patch"):
-        data.sample_patches({"s1": a[:, :, :14]}, {"s1": np.arange(85.0)}, data.S1_SAMPLING, rng, "s1")
+        data.sample_patches({"s1": a[:, :, :14]}, {"s1": np.arange(85.0)}, modalities.S1.sampling, rng, "s1")
 
 
 def test_centre_valid_policy():
@@ -526,7 +527,7 @@ def test_centre_valid_policy():
     s1 = np.full((T, 2, H, W), 0.3, np.float32)
     s1[:, :, 16, 16] = np.nan      # NaN at a centre in the other modality: not a reason to drop
     days = {"s2": np.arange(T, dtype=float), "s1": np.arange(T, dtype=float)}
-    out = data.sample_patches({"s2": s2, "s1": s1}, days, data.S2_SAMPLING, np.random.default_rng(0), "s2")
+    out = data.sample_patches({"s2": s2, "s1": s1}, days, modalities.S2.sampling, np.random.default_rng(0), "s2")
     x2, x1 = out["s2"][0], out["s1"][0]
     assert x2.shape[0] == 27 - 3   # the three (t0, 0, 0) samples are gone
     assert not np.isnan(x2[:, 5, :, 7, 7]).any()
@@ -625,9 +626,9 @@ def test_gather_matches_slow_loop():
 
 def test_sampling_deterministic_per_rng():
     arrays, days = {"s2": _encoded(40, 2, 30, 30)}, {"s2": np.arange(40.0)}
-    a = data.sample_patches(arrays, days, data.S2_SAMPLING, np.random.default_rng(7), "s2")["s2"]
-    b = data.sample_patches(arrays, days, data.S2_SAMPLING, np.random.default_rng(7), "s2")["s2"]
-    c = data.sample_patches(arrays, days, data.S2_SAMPLING, np.random.default_rng(8), "s2")["s2"]
+    a = data.sample_patches(arrays, days, modalities.S2.sampling, np.random.default_rng(7), "s2")["s2"]
+    b = data.sample_patches(arrays, days, modalities.S2.sampling, np.random.default_rng(7), "s2")["s2"]
+    c = data.sample_patches(arrays, days, modalities.S2.sampling, np.random.default_rng(8), "s2")["s2"]
     np.testing.assert_array_equal(a[0], b[0])
     assert not np.array_equal(a[1], c[1])
 
@@ -654,32 +655,32 @@ def test_split_cubes_by_cube():
 def test_find_cubes_pairs_and_errors(tmp_path):
     for name in ("b_s1.nc", "b_s2.nc", "a_s1.nc", "a_s2.nc"):
         (tmp_path / name).touch()
-    assert [p.name for p in readers.find_cubes(tmp_path, "s2")] == ["a_s2.nc", "b_s2.nc"]
-    pairs = readers.find_cubes([tmp_path], "fusion")
-    assert [(p1.name, p2.name) for p1, p2 in pairs] == [("a_s1.nc", "a_s2.nc"), ("b_s1.nc", "b_s2.nc")]
+    assert [p.name for p in modalities.find_cubes(tmp_path, "s2")] == ["a_s2.nc", "b_s2.nc"]
+    pairs = modalities.find_cubes([tmp_path], ("s1", "s2"))
+    assert [(p["s1"].name, p["s2"].name) for p in pairs] == [("a_s1.nc", "a_s2.nc"), ("b_s1.nc", "b_s2.nc")]
     (tmp_path / "c_s2.nc").touch()
-    with pytest.raises(CubeError, match="incomplete pair, c_s1.nc is missing"):
-        readers.find_cubes(tmp_path, "fusion")
+    with pytest.raises(CubeError, match="incomplete set, c_s1.nc is missing"):
+        modalities.find_cubes(tmp_path, ("s1", "s2"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CubeError, match="no \\*_s1.nc files found"):
-        readers.find_cubes(empty, "s1")
+        modalities.find_cubes(empty, "s1")
 
 
 def test_load_training_cubes_fusion(tmp_path):
     s1, s2, _ = _synthetic(5)
     synthetic.write_cube(s1, tmp_path / "x_s1.nc")
     synthetic.write_cube(s2, tmp_path / "x_s2.nc")
-    (cube,) = readers.load_training_cubes([tmp_path], "fusion")
+    (cube,) = modalities.load_training_cubes([tmp_path], ("s1", "s2"))
     assert cube["name"] == "x"
     T = s2.sizes["time"]
     assert cube["arrays"]["s2"].shape == (T, 10, 32, 32) and cube["arrays"]["s1"].shape == (T, 2, 32, 32)
     gaps = cube["days"]["s1"] - cube["days"]["s2"]
     assert np.abs(gaps).max() <= 6 and not np.array_equal(cube["days"]["s1"], cube["days"]["s2"])
-    out = data.sample_patches(cube["arrays"], cube["days"], data.FUSION_SAMPLING,
+    out = data.sample_patches(cube["arrays"], cube["days"], modalities.S2.sampling,
                               np.random.default_rng(0), "s2")
     assert out["s1"][0].shape[1:] == (11, 2, 15, 15)
-    (s1_only,) = readers.load_training_cubes([tmp_path / "x_s1.nc"], "s1")
+    (s1_only,) = modalities.load_training_cubes([tmp_path / "x_s1.nc"], "s1")
     assert s1_only["arrays"]["s1"].shape == (s1.sizes["time"], 2, 32, 32)
 
 
@@ -764,7 +765,7 @@ def test_fluxnet_csv_format(tmp_path):
 
 
 def test_sample_data_matches_generator(tmp_path):
-    """The shipped sample_data/ is what `python data.py make-sample-data` writes today."""
+    """The shipped sample_data/ is what `python synthetic.py` writes today."""
     shipped = Path(data.__file__).resolve().parent / "sample_data"
     s1, s2, _ = synthetic.make_synthetic_cube(0, size=64, start="2018-01-01", end="2018-12-31")
     back = readers.open_s2(shipped / "synth_0_s2.nc")
@@ -782,9 +783,9 @@ def test_sample_data_matches_generator(tmp_path):
 
 def test_cli_help_and_inspect(realdata, capsys):
     with pytest.raises(SystemExit) as exit_:
-        data.main(["--help"])
+        readers.main(["--help"])
     assert exit_.value.code == 0
-    data.main(["inspect", str(realdata / ROMANIA.format("20m")), str(realdata / MYANMAR)])
+    readers.main(["inspect", str(realdata / ROMANIA.format("20m")), str(realdata / MYANMAR)])
     out = capsys.readouterr().out
     assert "time=140, y=50, x=50" in out and "20 m pixels" in out and "EPSG:3035" in out
     assert "missing: B02 B05 B06 B07 B08 B12" in out
@@ -792,7 +793,7 @@ def test_cli_help_and_inspect(realdata, capsys):
 
 
 def test_cli_make_sample_data(tmp_path, capsys):
-    data.main(["make-sample-data", "--out", str(tmp_path)])
+    synthetic.main(["--out", str(tmp_path)])
     assert "[6/6] tower" in capsys.readouterr().out
     assert (tmp_path / "tower" / "tower_gpp.csv").exists() and len(list(tmp_path.glob("*_s2.nc"))) == 5
     tower = readers.open_s2(tmp_path / "tower" / "tower_s2.nc")
@@ -803,7 +804,25 @@ def test_find_cubes_takes_one_area_at_two_resolutions_as_one_cube(tmp_path):
     """X_10m.nc and X_20m.nc are one S2 cube (combined by open_s2), named X; other files stay single."""
     for name in ("a_10m.nc", "a_20m.nc", "b_s2.nc"):
         (tmp_path / name).touch()
-    entries = readers.find_cubes([tmp_path / "b_s2.nc", tmp_path / "a_20m.nc", tmp_path / "a_10m.nc"], "s2")
+    entries = modalities.find_cubes([tmp_path / "b_s2.nc", tmp_path / "a_20m.nc", tmp_path / "a_10m.nc"], "s2")
     assert entries == [(tmp_path / "a_10m.nc", tmp_path / "a_20m.nc"), tmp_path / "b_s2.nc"]
-    assert [readers.cube_name(e) for e in entries] == ["a", "b"]
-    assert readers.find_cubes([entries[0]], "s2") == [entries[0]]              # an entry passes through
+    assert [modalities.cube_name(e) for e in entries] == ["a", "b"]
+    assert modalities.find_cubes([entries[0]], "s2") == [entries[0]]              # an entry passes through
+
+
+def test_interpolate_time_linear_between_valid_and_nan_outside():
+    """By hand: linear between valid observations (a gap bridged), NaN before the first and after the
+    last valid one (never the edge held); at the observation days the valid values come back exactly
+    and float32 stays float32 (embed.py --fill linear)."""
+    days = np.array([10.0, 14.0, 20.0])
+    values = np.array([[0.0, 1.0], [4.0, np.nan], [16.0, 3.0]])
+    out = data.interpolate_time(days, values, np.arange(8.0, 23.0))           # days 8..22
+    np.testing.assert_allclose(out[2:13, 0], [0, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16])
+    np.testing.assert_allclose(out[2:13, 1], 1 + np.arange(11) * 0.2)         # gap at day 14 bridged
+    assert np.isnan(out[:2]).all() and np.isnan(out[13:]).all()               # before first / after last
+    days = np.array([0.0, 10, 20, 40, 50])
+    values = np.array([np.nan, 1.0, np.nan, 5.0, np.nan], dtype=np.float32)[:, None, None]     # (T, 1, 1)
+    filled = data.interpolate_time(days, values, days)
+    assert filled.dtype == np.float32 and filled.shape == (5, 1, 1)
+    np.testing.assert_allclose(filled[:, 0, 0], [np.nan, 1.0, 1 + 4 * 10 / 30, 5.0, np.nan], rtol=1e-6)
+

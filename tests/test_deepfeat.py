@@ -227,7 +227,7 @@ def test_gpp_head_reads_the_last_days_token():
 
 def test_walk_through_prints_the_trained_sizes(capsys):
     """`python deepfeat.py` shows the models train_s1/s2.py train: S1 with its 128-wide token
-    (S1_TOKEN_CHANNELS 8 x 4 x 4), S2 with 256 (16 x 4 x 4)."""
+    (modalities.S1's token_channels, 8 x 4 x 4), S2 with 256 (16 x 4 x 4)."""
     deepfeat.main([])
     out = capsys.readouterr().out
     assert "s1: " in out and "d_model 128" in out.split("s2: ")[0]

@@ -86,11 +86,11 @@ def prepare_by_hand(s2_path, s1_path=None):
     """The whole prepared cube, without embed.py: {m: (T, C, H, W)} arrays and {m: (T,)} days.
 
     S1 days are worked out here from the S1 file's own times (closest acquisition within 6 days of
-    each S2 date, else the S2 date), not taken from data.match_s1_to_s2's s1_time."""
+    each S2 date, else the S2 date), not taken from data.match_dates's source_time."""
     s2 = readers.open_s2(s2_path)
     arrays, days = {"s2": data.cube_array(s2, data.S2_BANDS)}, {"s2": data.day_offsets(s2.time)}
     if s1_path is not None:
-        s1 = data.match_s1_to_s2(readers.open_s1(s1_path, target=s2), s2)
+        s1 = data.match_dates(readers.open_s1(s1_path, target=s2), s2)
         arrays["s1"] = data.cube_array(s1, data.S1_BANDS)
         with xr.open_dataset(s1_path) as raw:
             d1 = data.day_offsets(raw.time)
@@ -175,13 +175,13 @@ def cube(tmp_path_factory):
     s1, s2 = s1.isel(y=slice(0, 20)), s2.isel(y=slice(0, 20))          # not square: catches x/y mix-ups
     synthetic.write_cube(s1, folder / "c_s1.nc")
     synthetic.write_cube(s2, folder / "c_s2.nc")
-    return folder / "c_s1.nc", folder / "c_s2.nc"
+    return {"s1": folder / "c_s1.nc", "s2": folder / "c_s2.nc"}
 
 
 @pytest.fixture(scope="module")
 def prepared(cube):
     """`cube` prepared as a whole, by data.py alone: ({m: (T, C, 20, 23)}, {m: (T,)})."""
-    return prepare_by_hand(cube[1], cube[0])
+    return prepare_by_hand(cube["s2"], cube["s1"])
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +200,12 @@ def embedded_run(cube, fusion_ckpt, tmp_path_factory):
     """`cube` embedded by the fast path in 5 row blocks of 4 rows (block_pixels=100) -> (the netCDF,
     {part file name: the (T, 4, 23, F + 1) array embed_cube saved: features, then quality})."""
     out = tmp_path_factory.mktemp("emb") / "emb.nc"
-    real_save, parts = embed._save_atomic, {}
-    embed._save_atomic = lambda path, array: parts.update({path.name: array.copy()}) or real_save(path, array)
+    real_save, parts = embed._save_part, {}
+    embed._save_part = lambda path, array: parts.update({path.name: array.copy()}) or real_save(path, array)
     try:
-        embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100)
+        embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100)
     finally:
-        embed._save_atomic = real_save
+        embed._save_part = real_save
     return out, parts
 
 
@@ -234,7 +234,7 @@ def test_fast_path_equals_reference(cube, fusion_ckpt, embedded, tmp_path):
     embedding_quality within 1e-4 (decode_centre vs FusionModel.decode of the whole patch). Guards
     against an off-by-one in the fast path's frame or pixel gather (with an untrained model a
     one-frame shift moved the features by ~4e-5, under an absolute 1e-4 tolerance)."""
-    ref = embed.embed_cube(cube[1], cube[0], fusion_ckpt, tmp_path / "ref.nc", path="reference", block_pixels=100)
+    ref = embed.embed_cube(cube, fusion_ckpt, tmp_path / "ref.nc", path="reference", block_pixels=100)
     fast = xr.open_dataset(embedded).embedding.values
     slow = xr.open_dataset(ref).embedding.values
     assert np.array_equal(np.isnan(fast), np.isnan(slow))
@@ -297,7 +297,7 @@ def test_row_blocks_equal_one_block(cube, fusion_ckpt, embedded, tmp_path):
     """Embedding in 5 row blocks (block_pixels=100: 4 rows each, 7-row halos read from the
     neighbouring blocks) == embedding the whole cube as one block. Guards against halos that are
     padded (reflected) at block boundaries instead of read, or blocks misplaced in the output."""
-    one = embed.embed_cube(cube[1], cube[0], fusion_ckpt, tmp_path / "one.nc", block_pixels=20 * 23)
+    one = embed.embed_cube(cube, fusion_ckpt, tmp_path / "one.nc", block_pixels=20 * 23)
     blocks = xr.open_dataset(embedded).embedding.values
     whole = xr.open_dataset(one).embedding.values
     assert np.array_equal(np.isnan(blocks), np.isnan(whole))
@@ -324,7 +324,7 @@ def test_one_missing_band_gives_nan(tmp_path):
     torch.manual_seed(1)
     ae = sensitive_decoders(sensitive(tiny_ae("s2", data.S2_BANDS, 9), arrays["s2"]), arrays, days)
     ckpt = save(ae, "autoencoder", tmp_path / "s2.pt")
-    out = embed.embed_cube(tmp_path / "s2.nc", None, ckpt, tmp_path / "e.nc")
+    out = embed.embed_cube({"s2": tmp_path / "s2.nc"}, ckpt, tmp_path / "e.nc")
     emb = xr.open_dataset(out).embedding.values                                   # (T, 16, 16, 9)
     assert emb.shape[-1] == 9
     assert np.isnan(emb[t, i, j]).all()
@@ -370,7 +370,7 @@ def test_s1_days_are_s1_acquisition_times(fusion_ckpt, tmp_path):
     synthetic.write_cube(s1_on_dates(s1, s2_t, s2_t), tmp_path / "s1_same.nc")
     synthetic.write_cube(s1_on_dates(s1, s1_lag_t, s2_t), tmp_path / "s1_lag.nc")
     bands = {"s1": data.S1_BANDS, "s2": data.S2_BANDS}
-    blocks = {k: embed.CubeReader(tmp_path / "s2.nc", tmp_path / f"s1_{k}.nc", ("s1", "s2"), bands).block(0, 16)
+    blocks = {k: embed.CubeReader({"s1": tmp_path / f"s1_{k}.nc", "s2": tmp_path / "s2.nc"}, bands).block(0, 16)
               for k in ("same", "lag")}
     (a_same, d_same, _), (a_lag, d_lag, _) = blocks["same"], blocks["lag"]
     np.testing.assert_array_equal(d_same["s1"], data.day_offsets(s2_t))
@@ -378,7 +378,7 @@ def test_s1_days_are_s1_acquisition_times(fusion_ckpt, tmp_path):
     np.testing.assert_array_equal(d_lag["s2"], data.day_offsets(s2_t))
     for m in ("s1", "s2"):
         np.testing.assert_array_equal(a_lag[m], a_same[m])                       # same values, other dates
-    emb = {k: xr.open_dataset(embed.embed_cube(tmp_path / "s2.nc", tmp_path / f"s1_{k}.nc", fusion_ckpt,
+    emb = {k: xr.open_dataset(embed.embed_cube({"s2": tmp_path / "s2.nc", "s1": tmp_path / f"s1_{k}.nc"}, fusion_ckpt,
                                                tmp_path / f"e_{k}.nc")).embedding.values
            for k in ("same", "lag")}
     assert np.array_equal(np.isnan(emb["same"]), np.isnan(emb["lag"]))
@@ -398,7 +398,7 @@ def test_s1_days_are_s1_acquisition_times(fusion_ckpt, tmp_path):
 
 
 def test_output_layout(cube, embedded):
-    s2 = xr.open_dataset(cube[1])
+    s2 = xr.open_dataset(cube["s2"])
     ds = xr.open_dataset(embedded)
     assert ds.embedding.dims == ("time", "y", "x", "feature")
     assert list(ds.feature.values) == [f"fused_{i}" for i in range(7)] + ["s1_0", "s1_1"] + [f"s2_{i}" for i in range(9)]
@@ -413,7 +413,7 @@ def test_output_layout(cube, embedded):
 
 
 def test_nan_exactly_where_central_s2_missing(cube, embedded):
-    s2 = readers.open_s2(cube[1])
+    s2 = readers.open_s2(cube["s2"])
     centre_ok = np.isfinite(data.cube_array(s2, data.S2_BANDS)).all(axis=1)       # (T, H, W)
     centre_ok[:5] = centre_ok[-5:] = False                                         # no 5 neighbours
     emb = xr.open_dataset(embedded).embedding.values                               # (T, H, W, F)
@@ -452,7 +452,7 @@ def test_quality_every_3_is_a_grid_of_the_cube(cube, fusion_ckpt, embedded, tmp_
     of 3, equal there to the full layer (within 1e-4), NaN elsewhere; the embedding is unchanged. The
     4-row blocks start at rows 0, 4, 8, 12, 16, so a grid counted from each block's first row would
     show up (rows 4, 7, 8, 11, ... instead of 3, 6, 9, ...)."""
-    out = embed.embed_cube(cube[1], cube[0], fusion_ckpt, tmp_path / "q3.nc", block_pixels=100, quality_every=3)
+    out = embed.embed_cube(cube, fusion_ckpt, tmp_path / "q3.nc", block_pixels=100, quality_every=3)
     full, every = (xr.open_dataset(f) for f in (embedded, out))
     np.testing.assert_array_equal(every.embedding.values, full.embedding.values)
     q, want = every.embedding_quality.values, full.embedding_quality.values      # (T, H, W)
@@ -532,15 +532,15 @@ def test_three_shards_and_merge_equal_one_run(cube, fusion_ckpt, embedded, tmp_p
     and a merge before shard 2 ran names its rows. Guards against overlapping or dropped blocks and
     against a merge that puts blocks in the wrong place (x, y or shard order)."""
     out = tmp_path / "emb.nc"
-    real_save, saved = embed._save_atomic, {}
-    monkeypatch.setattr(embed, "_save_atomic", lambda path, array: saved.setdefault(path.parent.name, []).append(
+    real_save, saved = embed._save_part, {}
+    monkeypatch.setattr(embed, "_save_part", lambda path, array: saved.setdefault(path.parent.name, []).append(
         path.name) or real_save(path, array))
     for k in (3, 1):
-        assert embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100, shard=(k, 3)).is_dir()
+        assert embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100, shard=(k, 3)).is_dir()
     assert not out.exists()
     with pytest.raises(SystemExit, match=r"^shard 2/3 missing: rows 4-11 not embedded"):
         embed.merge(out)
-    embed.main(["--s2", str(cube[1]), "--s1", str(cube[0]), "--checkpoint", str(fusion_ckpt), "--out", str(out),
+    embed.main(["--s2", str(cube["s2"]), "--s1", str(cube["s1"]), "--checkpoint", str(fusion_ckpt), "--out", str(out),
                 "--block-pixels", "100", "--shard", "2/3"])
     assert saved == {"emb.nc.shard-1-of-3.parts": ["rows_000000_000004.npy"],
                      "emb.nc.shard-2-of-3.parts": ["rows_000004_000008.npy", "rows_000008_000012.npy"],
@@ -557,13 +557,13 @@ def test_merge_names_unfinished_and_foreign_shards(cube, fusion_ckpt, tmp_path, 
     what differs); resuming a shard with another checkpoint is refused the same way."""
     out = tmp_path / "e.nc"
     for k in (1, 3):
-        embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100, shard=(k, 3))
-    real_save = embed._save_atomic
-    monkeypatch.setattr(embed, "_save_atomic", lambda path, array: (_ for _ in ()).throw(KeyboardInterrupt)
+        embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100, shard=(k, 3))
+    real_save = embed._save_part
+    monkeypatch.setattr(embed, "_save_part", lambda path, array: (_ for _ in ()).throw(KeyboardInterrupt)
                         if path.name == "rows_000008_000012.npy" else real_save(path, array))
     with pytest.raises(KeyboardInterrupt):
-        embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100, shard=(2, 3))
-    monkeypatch.setattr(embed, "_save_atomic", real_save)
+        embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100, shard=(2, 3))
+    monkeypatch.setattr(embed, "_save_part", real_save)
     with pytest.raises(SystemExit, match=r"^shard 2/3 unfinished \(1 of 2 blocks\): rows 8-11 not embedded"):
         embed.merge(out)
     model = train.load_model(fusion_ckpt)[0]
@@ -571,14 +571,14 @@ def test_merge_names_unfinished_and_foreign_shards(cube, fusion_ckpt, tmp_path, 
         model.to_fused.bias += 1.0
     other = save(model, "fusion", tmp_path / "other.pt")
     with pytest.raises(SystemExit, match=r"holds blocks of a different run \(checkpoint_sha256, header differ\)"):
-        embed.embed_cube(cube[1], cube[0], other, out, block_pixels=100, shard=(2, 3))
+        embed.embed_cube(cube, other, out, block_pixels=100, shard=(2, 3))
     shard2 = tmp_path / "e.nc.shard-2-of-3.parts"
     shutil.rmtree(shard2)
-    embed.embed_cube(cube[1], cube[0], other, out, block_pixels=100, shard=(2, 3))
+    embed.embed_cube(cube, other, out, block_pixels=100, shard=(2, 3))
     with pytest.raises(SystemExit, match=r"come from different runs \(checkpoint_sha256, header differ\)"):
         embed.merge(out)
     shutil.rmtree(shard2)
-    embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100, shard=(2, 3), max_gap_days=3.0)
+    embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100, shard=(2, 3), max_gap_days=3.0)
     with pytest.raises(SystemExit, match=r"come from different runs \(max_gap_days differ\)"):
         embed.merge(out)
     assert not out.exists()
@@ -597,34 +597,27 @@ def test_bad_shard_text_one_line(capsys):
 
 def test_resume_after_interruption(cube, fusion_ckpt, embedded, tmp_path, monkeypatch):
     out = tmp_path / "emb.nc"
-    real_save = embed._save_atomic
-    monkeypatch.setattr(embed, "_save_atomic", stop_after(2, real_save))
+    real_save = embed._save_part
+    monkeypatch.setattr(embed, "_save_part", stop_after(2, real_save))
     with pytest.raises(KeyboardInterrupt):
-        embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100)
+        embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100)
     assert not out.exists() and len(list((tmp_path / "emb.nc.parts").glob("*.npy"))) == 2
-    monkeypatch.setattr(embed, "_save_atomic", real_save)
+    monkeypatch.setattr(embed, "_save_part", real_save)
     computed = []
     real_block = embed.embed_block
     monkeypatch.setattr(embed, "embed_block", lambda *a, **k: computed.append(1) or real_block(*a, **k))
-    embed.embed_cube(cube[1], cube[0], fusion_ckpt, out, block_pixels=100)
+    embed.embed_cube(cube, fusion_ckpt, out, block_pixels=100)
     n_blocks = -(-20 // (100 // 23))
     assert len(computed) == n_blocks - 2                                         # finished blocks not redone
     np.testing.assert_array_equal(xr.open_dataset(out).embedding.values, xr.open_dataset(embedded).embedding.values)
     assert not (tmp_path / "emb.nc.parts").exists()
 
 
-def test_fill_linear_hand_computed():
-    days = np.array([0.0, 10, 20, 40, 50])
-    values = np.array([np.nan, 1.0, np.nan, 5.0, np.nan])[:, None]
-    filled = embed.fill_linear(days, values)[:, 0]
-    np.testing.assert_allclose(filled, [np.nan, 1.0, 1 + 4 * 10 / 30, 5.0, np.nan])
-
-
 def test_bad_checkpoints_give_clear_errors(cube, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="cannot be read"):
-        embed.embed_cube(cube[1], cube[0], bad, tmp_path / "o.nc")
+        embed.embed_cube(cube, bad, tmp_path / "o.nc")
     s2_only = save(tiny_ae("s2", ("B02", "B03", "B04", "B05"), 9).eval(), "autoencoder", tmp_path / "s2.pt")
     with pytest.raises(SystemExit, match="expected the s1"):
         train.load_model(s2_only, "autoencoder", "s1")
@@ -640,7 +633,7 @@ def unseen(trained_fusion, tmp_path_factory):
     s1, s2, _ = synthetic.make_synthetic_cube(seed=11, size=32, start="2020-04-01", end="2020-08-31")
     synthetic.write_cube(s1, folder / "p_s1.nc")
     synthetic.write_cube(s2, folder / "p_s2.nc")
-    out = embed.embed_cube(folder / "p_s2.nc", folder / "p_s1.nc", trained_fusion, folder / "e.nc", block_pixels=512)
+    out = embed.embed_cube({"s2": folder / "p_s2.nc", "s1": folder / "p_s1.nc"}, trained_fusion, folder / "e.nc", block_pixels=512)
     return folder, out, s2
 
 
@@ -684,7 +677,7 @@ def test_quality_rises_off_the_training_data(unseen, trained_fusion, quick_model
         v = snowy[b].values
         v[:, rows, cols] = np.where(np.isfinite(v[:, rows, cols]), 0.9, np.nan)
     synthetic.write_cube(snowy, tmp_path / "snow_s2.nc")
-    snow_out = embed.embed_cube(tmp_path / "snow_s2.nc", folder / "p_s1.nc", trained_fusion, tmp_path / "e.nc",
+    snow_out = embed.embed_cube({"s2": tmp_path / "snow_s2.nc", "s1": folder / "p_s1.nc"}, trained_fusion, tmp_path / "e.nc",
                                 block_pixels=512)
     normal = xr.open_dataset(out).embedding_quality.values[:, rows, cols]
     snow = xr.open_dataset(snow_out).embedding_quality.values[:, rows, cols]
@@ -700,7 +693,7 @@ def test_reader_combines_real_10m_and_20m_files(realdata):
     folder = realdata / "s2_l2a_romania"
     files = [folder / "sentinel2_cube_subset_romania_10m.nc", folder / "sentinel2_cube_subset_romania_20m.nc"]
     bands = ("B02", "B03", "B04", "B08", "B8A", "B11")
-    reader = embed.CubeReader(files, None, ("s2",), {"s2": bands})
+    reader = embed.CubeReader({"s2": files}, {"s2": bands})
     arrays, days, _ = reader.block(0, 4)
     assert arrays["s2"].shape == (140, 6, 4 + 14, 100 + 14)          # (T, C, rows + halo, W + halo)
     assert np.all(np.diff(days["s2"]) > 0)
@@ -716,7 +709,7 @@ def test_times_stored_exactly_real_s1(realdata, tmp_path):
     raw = xr.open_dataset(realdata / "s1_grd_myanmar" / "s1_vv_vh_myanmar_2014_2018.nc")
     raw.isel(y=slice(50, 66), x=slice(50, 66), time=slice(0, 24)).to_netcdf(tmp_path / "m_s1.nc")
     ckpt = save(tiny_ae("s1", data.S1_BANDS, 2).eval(), "autoencoder", tmp_path / "s1.pt")
-    out = embed.embed_cube(None, tmp_path / "m_s1.nc", ckpt, tmp_path / "e.nc")
+    out = embed.embed_cube({"s1": tmp_path / "m_s1.nc"}, ckpt, tmp_path / "e.nc")
     source = readers.open_s1(tmp_path / "m_s1.nc").time.values                  # same-day slices merged
     ns = source.astype("datetime64[ns]").astype(np.int64)
     as_float_days = np.round(data.day_offsets(source) * 86_400e9).astype(np.int64)
@@ -730,7 +723,7 @@ def test_pca_one_basis_and_one_stretch_for_all_panels(cube, tmp_path, monkeypatc
     """Colours compare across dates and cubes. A pixel whose embedding is the same on two dates gets
     the same colour in both panels although the dates' spreads differ 3-fold (a stretch per panel
     colours it differently); --fit takes the basis of another cube."""
-    s2 = xr.open_dataset(cube[1])
+    s2 = xr.open_dataset(cube["s2"])
     T, H, W, F = 3, s2.sizes["y"], s2.sizes["x"], 7
     rng = np.random.default_rng(0)
     values = rng.normal(size=(T, H, W, F)).astype(np.float32)
@@ -744,11 +737,11 @@ def test_pca_one_basis_and_one_stretch_for_all_panels(cube, tmp_path, monkeypatc
     real_imshow = matplotlib.axes.Axes.imshow
     monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, img, **kw: shown.append(np.array(img)) or
                         real_imshow(ax, img, **kw))
-    basis = embed.pca_figure(tmp_path / "a.nc", cube[1], tmp_path / "a.png", n_dates=2)
+    basis = embed.pca_figure(tmp_path / "a.nc", cube["s2"], tmp_path / "a.png", n_dates=2)
     colours = shown[1::2]                                                  # (true colour, PCA) per row
     assert len(colours) == 2 and not np.allclose(colours[0], colours[1])
     np.testing.assert_array_equal(colours[0][4, 5], colours[1][4, 5])
-    fitted = embed.pca_figure(tmp_path / "a.nc", cube[1], tmp_path / "ab.png", fit=tmp_path / "b.nc")
+    fitted = embed.pca_figure(tmp_path / "a.nc", cube["s2"], tmp_path / "ab.png", fit=tmp_path / "b.nc")
     reference = embed.pca_basis(embed.open_embedding(tmp_path / "b.nc"))
     for k in ("mean", "components", "lo", "hi"):
         np.testing.assert_array_equal(fitted[k], reference[k])

@@ -59,15 +59,6 @@ def test_tower_series_footprint_mean():
         gpp.tower_series(cube, "s2_", row, col)
 
 
-def test_daily_interpolate_linear_and_excluded_edges():
-    days = np.array([10.0, 14.0, 20.0])
-    values = np.array([[0.0, 1.0], [4.0, np.nan], [16.0, 3.0]])
-    out = gpp.daily_interpolate(days, values, np.arange(8.0, 23.0))           # days 8..22
-    np.testing.assert_allclose(out[2:13, 0], [0, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16])
-    np.testing.assert_allclose(out[2:13, 1], 1 + np.arange(11) * 0.2)         # gap at day 14 bridged
-    assert np.isnan(out[:2]).all() and np.isnan(out[13:]).all()               # before first / after last
-
-
 # ----------------------------------------------------------------------------------------------
 # 2. Windows
 # ----------------------------------------------------------------------------------------------
@@ -259,7 +250,7 @@ def tower_embeddings(trained_fusion, tmp_path_factory):
     import embed
     tower = ROOT / "sample_data" / "tower"
     out = tmp_path_factory.mktemp("tower") / "tower_embeddings.nc"
-    return embed.embed_cube(tower / "tower_s2.nc", tower / "tower_s1.nc", trained_fusion, out)
+    return embed.embed_cube({"s2": tower / "tower_s2.nc", "s1": tower / "tower_s1.nc"}, trained_fusion, out)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ taken for a whole one.
 
     embed.py          the embedding file byte for byte, unsharded and as shard 1/2 + merge
     train_s2.py       --resume from the last checkpoint: the final weights equal, tensor for tensor
-    cache preparation readers.load_splits(cache=...): the prepared arrays equal a fresh preparation
+    cache preparation modalities.load_splits(cache=...): the prepared arrays equal a fresh preparation
 The kill moments are drawn in (0.05, 0.95) of the uninterrupted run's work (its time after the
 imports, measured alone), so they land in the middle of the work on any machine; every process
 runs with one torch thread.
@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-import readers
-import synthetic
+import modalities
 import train
-from conftest import ROOT, stop_after
+from conftest import ROOT, stop_after, write_areas
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -53,12 +52,7 @@ def kill_moments(seconds, imports, seed, n=2):
 @pytest.fixture(scope="module")
 def small_cubes(tmp_path_factory):
     """Three 24 x 24 px S1/S2 pairs, half a year: train, val and test of a tiny split."""
-    folder = tmp_path_factory.mktemp("kill")
-    for k in range(3):
-        s1, s2, _ = synthetic.make_synthetic_cube(8 + k, size=24, start="2020-03-01", end="2020-08-31")
-        synthetic.write_cube(s1, folder / f"k{k}_s1.nc")
-        synthetic.write_cube(s2, folder / f"k{k}_s2.nc")
-    return folder
+    return write_areas(tmp_path_factory.mktemp("kill"), (8, 9, 10), "k")
 
 
 def test_embedding_killed_anywhere_equals_the_uninterrupted_file(small_cubes, tmp_path):
@@ -107,8 +101,8 @@ def test_training_killed_anywhere_resumes_to_the_same_weights(small_cubes, tmp_p
 def test_cache_preparation_killed_anywhere_prepares_the_same_arrays(small_cubes, tmp_path):
     """A killed preparation leaves no folder that passes for finished: the rerun's arrays equal a
     preparation that was never interrupted."""
-    script = "import sys, readers; readers.load_splits([sys.argv[1]], 'fusion', 0, cache=sys.argv[2])"
-    imports, _ = run(["-c", "import readers"])
+    script = "import sys, modalities; modalities.load_splits([sys.argv[1]], ('s1', 's2'), 0, cache=sys.argv[2])"
+    imports, _ = run(["-c", "import modalities"])
     seconds, _ = run(["-c", script, small_cubes, tmp_path / "whole"])
     whole = {p.relative_to(tmp_path / "whole"): np.load(p) for p in (tmp_path / "whole").rglob("*.npy")}
     assert whole
@@ -129,10 +123,10 @@ def test_cache_interrupted_between_two_files_is_prepared_again(small_cubes, tmp_
     real = np.save
     monkeypatch.setattr(np, "save", stop_after(2, real))
     with pytest.raises(KeyboardInterrupt):
-        readers.load_splits([small_cubes], "fusion", 0, cache=tmp_path / "stopped")
+        modalities.load_splits([small_cubes], ("s1", "s2"), 0, cache=tmp_path / "stopped")
     monkeypatch.setattr(np, "save", real)
-    readers.load_splits([small_cubes], "fusion", 0, cache=tmp_path / "stopped")
-    readers.load_splits([small_cubes], "fusion", 0, cache=tmp_path / "whole")
+    modalities.load_splits([small_cubes], ("s1", "s2"), 0, cache=tmp_path / "stopped")
+    modalities.load_splits([small_cubes], ("s1", "s2"), 0, cache=tmp_path / "whole")
     whole = {p.relative_to(tmp_path / "whole"): p for p in (tmp_path / "whole").rglob("*.npy")}
     got = {p.relative_to(tmp_path / "stopped"): p for p in (tmp_path / "stopped").rglob("*.npy")}
     assert got.keys() == whole.keys()

@@ -16,7 +16,7 @@ import torch
 
 import data
 import learning
-import train
+import recipe
 import train_s1
 import train_s2
 
@@ -56,7 +56,7 @@ def test_series_means_match_a_plain_loop(tmp_path):
         a[rng.random(a.shape) < 0.2] = np.nan
         cubes.append({"name": f"c{k}", "arrays": {"s2": a}, "days": {"s2": np.arange(T) * 5.0}})
     sampling = data.SamplingConfig(seq_len=20, t_stride=7, s_stride=2)
-    loader = train.patch_batches(cubes, sampling, "s2", 16, seed=0, shuffle=False)(0)
+    loader = recipe.patch_batches(cubes, sampling, "s2", 16, seed=0, shuffle=False)(0)
     batches = loader.dataset
     got = np.concatenate([m.numpy() for m in learning.series_means(batches, "s2")])
     c, f = sampling.patch // 2, sampling.n_frames // 2

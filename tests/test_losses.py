@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import losses
-from losses import (FUSION_CENTRE_WEIGHT, centre_mae, centre_sam, context_mae, context_weights,
+from losses import (centre_mae, centre_sam, context_mae, context_weights,
                     fusion_loss, fusion_s2_loss, joint_fusion_loss, s1_loss, s2_loss, sam, ssim,
                     ssim_loss, ssim_map, weighted_mae)
 
@@ -65,6 +65,10 @@ def test_kernel_is_exponential_decay():
     w = context_weights(alpha=0.2, ring_weight=0.05, normalise=False)
     for d in range(1, 8):
         assert float(w[5, 7, 7 + d]) == pytest.approx(0.05 / 0.2 * math.exp(-d * math.log(1 / 0.2)), rel=1e-5)
+
+
+# Sec. III-C: the fusion stage's centre weights (modalities.py holds them per modality)
+FUSION_CENTRE_WEIGHT = {"s1": 1.5, "s2": 1.75}
 
 
 def test_fusion_centre_weight_raises_only_the_centre():
@@ -337,8 +341,9 @@ def test_fusion_terms_are_their_parts(fusion_batch):
     assert cat[0].shape[2] == 12
     assert float(joint) == pytest.approx(float(3.0 * ssim_loss(*cat) + 4.0 * sam(*cat)), rel=1e-12)
 
-    total, parts = fusion_loss(preds, targets, valids, weights, lambdas={"s1": 0.5, "s2": 2.0, "joint": 0.3},
-                               s2_lambdas=(2.0, 7.0), joint_lambdas=(3.0, 4.0))
+    terms = {"s1": s1_loss, "s2": lambda *a: fusion_s2_loss(*a, lambdas=(2.0, 7.0))}
+    total, parts = fusion_loss(preds, targets, valids, weights, terms, lambdas={"s1": 0.5, "s2": 2.0, "joint": 0.3},
+                               joint_lambdas=(3.0, 4.0))
     s1 = weighted_mae(preds["s1"], targets["s1"], weights["s1"], valids["s1"])
     s2 = 2.0 * weighted_mae(p, t, w, v) + 7.0 * centre_sam(p, t, v)
     assert float(total) == pytest.approx(float(0.5 * s1 + 2.0 * s2 + 0.3 * joint), rel=1e-12)
@@ -354,6 +359,6 @@ def test_fusion_loss_default_backward_is_finite(fusion_batch):
     preds, targets, valids, weights = fusion_batch
     for p in preds.values():
         p.requires_grad_(True)
-    total, _ = fusion_loss(preds, targets, valids, weights)
+    total, _ = fusion_loss(preds, targets, valids, weights, {"s1": s1_loss, "s2": fusion_s2_loss})
     total.backward()
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in preds.values())

@@ -10,7 +10,8 @@ import torch
 import data
 import embed
 import gpp
-import readers
+import modalities
+import recipe
 import reproduce
 import train
 
@@ -134,11 +135,11 @@ def test_window_summary_block_means():
 
 def test_split_is_fixed_across_seeds(tmp_path):
     """--seed moves the training patches, never the split or the val/test patches (--split-seed does)."""
-    cubes, _ = readers.load_splits([ROOT / "sample_data"], "s2", seed=0, cache=tmp_path / "cache")
-    sampling = data.S2_SAMPLING
+    cubes, _ = modalities.load_splits([ROOT / "sample_data"], "s2", seed=0, cache=tmp_path / "cache")
+    sampling = modalities.S2.sampling
 
     def index(seed, split_seed, split):
-        b = train.split_batches(cubes, sampling, "s2", train.TrainConfig(batch_size=8, seed=seed, split_seed=split_seed))
+        b = recipe.split_batches(cubes, sampling, "s2", train.TrainConfig(batch_size=8, seed=seed, split_seed=split_seed))
         ds = (b[split](0) if split == "train" else b[split]()).dataset
         return np.c_[ds.cube[ds.order], ds.y0[ds.order], ds.x0[ds.order]]
     for split in ("val", "test"):
@@ -146,8 +147,10 @@ def test_split_is_fixed_across_seeds(tmp_path):
         assert not np.array_equal(index(0, 0, split), index(0, 1, split))
     assert not np.array_equal(index(0, 0, "train"), index(1, 0, "train"))
     parser = data.ArgumentParser()
-    train.add_common_args(parser, out=str(tmp_path))
-    assert train.train_config_from_args(parser.parse_args(["--seed", "4"])).split_seed == 0
+    recipe.add_common_args(parser, out=str(tmp_path))
+    cfg, _, _ = recipe.start_stage(parser.parse_args(["--seed", "4", "--out", str(tmp_path / "o")]),
+                                   modalities.S2.sampling, "autoencoder")
+    assert (cfg.seed, cfg.split_seed) == (4, 0)
 
 
 def test_tiny_run_writes_the_tables(tmp_path):

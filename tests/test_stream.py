@@ -1,5 +1,5 @@
 """Tests of the training data at scale: cubes prepared once on disk and read patch by patch
-(readers.load_splits with a cache, train.PatchBatches), and DDP training under torchrun.
+(modalities.load_splits with a cache, recipe.PatchBatches), and DDP training under torchrun.
 
 Run: python -m pytest -q tests/test_stream.py   (~1 min on 2 CPU cores; the DDP test starts 2 processes)
 """
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import data
-import readers
+import modalities
+import recipe
 import synthetic
 import train
-from conftest import ROOT
-from deepfeat import AutoencoderConfig, ModalityAutoencoder
+from conftest import ROOT, tiny_ae
 
 SAMPLING = data.SamplingConfig(seq_len=20, t_stride=9, s_stride=4)       # overlapping: many patches per cube
 
@@ -56,14 +56,14 @@ def test_streamed_batches_are_the_in_memory_samples(one_cube, tmp_path):
     """Read from the prepared cache, batch by batch, an epoch holds exactly the patches (values, NaN
     and days) of data.sample_patches for the same seed and epoch, in the same order; another epoch
     draws other frames. A shifted corner, a wrong frame or a dropped centre check would differ."""
-    in_memory = readers.load_training_cubes([one_cube], "s2")
-    (cached,) = readers.cache_cube(one_cube, "s2", None, None, None, tmp_path / "cache")
+    in_memory = modalities.load_training_cubes([one_cube], "s2")
+    (cached,) = modalities.cache_cube(one_cube, "s2", None, None, None, tmp_path / "cache")
     assert isinstance(cached["arrays"]["s2"], os.PathLike)                    # a file, not an array in memory
     for epoch in (0, 3):
-        streamed = list(train.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(epoch))
+        streamed = list(recipe.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(epoch))
         assert_same_batches(streamed, reference_batches(in_memory, seed=5, epoch=epoch, batch_size=16))
-    first = [b["s2"][0] for b in train.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(0)]
-    other = [b["s2"][0] for b in train.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(1)]
+    first = [b["s2"][0] for b in recipe.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(0)]
+    other = [b["s2"][0] for b in recipe.patch_batches([cached], SAMPLING, "s2", 16, seed=5)(1)]
     assert not torch.equal(torch.nan_to_num(first[0]), torch.nan_to_num(other[0]))
 
 
@@ -75,21 +75,21 @@ def test_streamed_fusion_batches_of_two_cubes_are_the_in_memory_samples(tmp_path
         s1, s2, _ = synthetic.make_synthetic_cube(seed, size=24 + 8 * k, start="2020-03-01", end="2020-08-31")
         synthetic.write_cube(s1, tmp_path / f"p{k}_s1.nc")
         synthetic.write_cube(s2, tmp_path / f"p{k}_s2.nc")
-    entries = readers.find_cubes([tmp_path], "fusion")
-    in_memory = readers.load_training_cubes(entries, "fusion")
-    cached = [c for e in entries for c in readers.cache_cube(e, "fusion", None, None, None, tmp_path / "cache")]
-    streamed = list(train.patch_batches(cached, SAMPLING, "s2", 8, seed=2)(1))
+    entries = modalities.find_cubes([tmp_path], ("s1", "s2"))
+    in_memory = modalities.load_training_cubes(entries, ("s1", "s2"))
+    cached = [c for e in entries for c in modalities.cache_cube(e, ("s1", "s2"), None, None, None, tmp_path / "cache")]
+    streamed = list(recipe.patch_batches(cached, SAMPLING, "s2", 8, seed=2)(1))
     assert_same_batches(streamed, reference_batches(in_memory, seed=2, epoch=1, batch_size=8))
-    assert {int(k) for k in train.PatchBatches(cached, SAMPLING, "s2", 8, seed=2).cube} == {0, 1}
+    assert {int(k) for k in recipe.PatchBatches(cached, SAMPLING, "s2", 8, seed=2).cube} == {0, 1}
 
 
 def test_rank_shares_partition_each_global_batch(one_cube, tmp_path):
     """Under DDP rank r of W takes samples r, r + W, ... of every global batch: the shares of the two
     ranks are disjoint and together the batch one process gets; a last batch too small for every
     rank is left out on all ranks alike (each rank must take the same number of steps)."""
-    (cached,) = readers.cache_cube(one_cube, "s2", None, None, None, tmp_path / "cache")
-    whole = train.PatchBatches([cached], SAMPLING, "s2", 10, seed=1)
-    shares = [train.PatchBatches([cached], SAMPLING, "s2", 10, seed=1, rank=r, world=2) for r in (0, 1)]
+    (cached,) = modalities.cache_cube(one_cube, "s2", None, None, None, tmp_path / "cache")
+    whole = recipe.PatchBatches([cached], SAMPLING, "s2", 10, seed=1)
+    shares = [recipe.PatchBatches([cached], SAMPLING, "s2", 10, seed=1, rank=r, world=2) for r in (0, 1)]
     assert len(shares[0]) == len(shares[1]) == len(whole) - (len(whole.order) % 10 == 1)
     for i in range(len(shares[0])):
         x = whole[i]["s2"][0]
@@ -114,13 +114,13 @@ def fake_cubes(folder, n, T=30, C=10, size=40):
 
 
 def test_more_cubes_than_the_open_limit_read_the_right_cube(tmp_path):
-    """12 cubes, more than train.OPEN_CUBES stay mapped, shuffled so that consecutive batches keep
+    """12 cubes, more than recipe.OPEN_CUBES stay mapped, shuffled so that consecutive batches keep
     evicting and reopening cubes: every sample of every batch equals data.gather_patches on the cube
     its index names, with that cube's days (reading a cube other than the one named would differ:
     every cube holds other random values)."""
     cubes = fake_cubes(tmp_path, 12)
-    assert len(cubes) > train.OPEN_CUBES
-    dataset = train.PatchBatches(cubes, SAMPLING, "s2", 16, seed=3)
+    assert len(cubes) > recipe.OPEN_CUBES
+    dataset = recipe.PatchBatches(cubes, SAMPLING, "s2", 16, seed=3)
     arrays = [np.load(c["arrays"]["s2"]) for c in cubes]
     seen = set()
     for i in range(len(dataset)):
@@ -132,13 +132,13 @@ def test_more_cubes_than_the_open_limit_read_the_right_cube(tmp_path):
             np.testing.assert_array_equal(x[j].numpy(), expected[0])
             np.testing.assert_array_equal(days[j].numpy(), cubes[k]["days"]["s2"][f].astype(np.float32))
             seen.add(k)
-        assert len(dataset.mapped) <= train.OPEN_CUBES
+        assert len(dataset.mapped) <= recipe.OPEN_CUBES
     assert seen == set(range(12))
 
 
 def peak_bytes_of_an_epoch(cubes):
     tracemalloc.start()
-    for _ in train.patch_batches(cubes, SAMPLING, "s2", 16, seed=0)(0):
+    for _ in recipe.patch_batches(cubes, SAMPLING, "s2", 16, seed=0)(0):
         pass
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -161,14 +161,14 @@ def test_cache_is_reused_and_refreshed_when_the_file_changes(one_cube, tmp_path,
     """A second run reads the prepared cube without opening the netCDF again; a newer file is prepared
     anew (its size/mtime are part of the cache key), so stale arrays are never trained on."""
     cache = tmp_path / "cache"
-    readers.cache_cube(one_cube, "s2", None, None, None, cache)
+    modalities.cache_cube(one_cube, "s2", None, None, None, cache)
     calls = []
-    real = readers.load_training_cubes
-    monkeypatch.setattr(readers, "load_training_cubes", lambda *a: calls.append(a) or real(*a))
-    readers.cache_cube(one_cube, "s2", None, None, None, cache)
+    real = modalities.load_training_cubes
+    monkeypatch.setattr(modalities, "load_training_cubes", lambda *a: calls.append(a) or real(*a))
+    modalities.cache_cube(one_cube, "s2", None, None, None, cache)
     assert calls == []
     os.utime(one_cube, ns=(1, 1))
-    readers.cache_cube(one_cube, "s2", None, None, None, cache)
+    modalities.cache_cube(one_cube, "s2", None, None, None, cache)
     assert len(calls) == 1
 
 
@@ -238,8 +238,8 @@ def test_no_clear_centre_is_one_clear_error(tmp_path):
     message naming the cause (not a StopIteration traceback from the first batch)."""
     (cube,) = fake_cubes(tmp_path, 1)
     np.save(cube["clear"]["s2"], np.zeros((30, 40, 40), bool))                 # every pixel-date cloudy
-    batches = train.patch_batches([cube], SAMPLING, "s2", 16, seed=0)
+    batches = recipe.patch_batches([cube], SAMPLING, "s2", 16, seed=0)
     assert list(batches(0)) == []
-    model = ModalityAutoencoder(AutoencoderConfig("s2", data.S2_BANDS, 9, **train.QUICK_AUTOENCODER))
+    model = tiny_ae("s2", data.S2_BANDS, 9)
     with pytest.raises(SystemExit, match="no training samples: every cube .* too cloudy"):
-        train.init_output_bias(model, batches)
+        recipe.init_output_bias(model, batches)

@@ -13,6 +13,9 @@ import pytest
 import torch
 
 import data
+import gpp
+import modalities
+import recipe
 import synthetic
 import readers
 import losses
@@ -41,11 +44,11 @@ def cubes():
 
 
 def setup(cubes, tmp_path, **overrides):
-    sampling = dataclasses.replace(data.S2_SAMPLING, s_stride=1)      # ~150 overlapping patches per epoch
-    train_b = train.patch_batches(cubes[:1], sampling, "s2", 16, seed=0)
-    val_b = train.patch_batches(cubes[1:], sampling, "s2", 64, seed=0, shuffle=False)
+    sampling = dataclasses.replace(modalities.S2.sampling, s_stride=1)      # ~150 overlapping patches per epoch
+    train_b = recipe.patch_batches(cubes[:1], sampling, "s2", 16, seed=0)
+    val_b = recipe.patch_batches(cubes[1:], sampling, "s2", 64, seed=0, shuffle=False)
     cfg = train.TrainConfig(**{"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_steps": 5, **overrides})
-    loss_fn = train.autoencoder_loss_fn(losses.s1_loss, losses.context_weights())
+    loss_fn = recipe.autoencoder_loss_fn(losses.s1_loss, losses.context_weights())
     return train_b, (lambda: val_b(0)), cfg, loss_fn
 
 
@@ -58,7 +61,7 @@ def test_short_training_beats_predict_the_mean(cubes, tmp_path):
     torch.manual_seed(0)
     model = tiny_s2()
     train_b, val_b, cfg, loss_fn = setup(cubes, tmp_path, epochs=10)
-    train.init_output_bias(model, train_b)
+    recipe.init_output_bias(model, train_b)
     history = train.fit(model, model.parameters(), loss_fn, train_b, val_b, cfg, tmp_path, {"kind": "autoencoder"})
     x = np.concatenate([b["s2"][0].numpy() for b in train_b(99)])          # (N, T, C, H, W)
     baseline = np.nanmean(np.abs(x[:, 5, :, 7, 7] - np.nanmean(x[:, 5, :, 7, 7], axis=0)))
@@ -238,30 +241,51 @@ def test_mismatched_checkpoints_are_clear_errors(cubes, tmp_path):
 
 
 def test_an_explicit_flag_wins_over_the_preset():
-    """--quick fills only the flags not given; without it the paper's (authors' code) settings hold."""
+    """recipe.resolve, the one preset rule: --quick fills only the flags not given; without it the paper's
+    (authors' code) settings hold; fusion's quick step budget is its own; gpp.py reads the same table."""
     parser = argparse.ArgumentParser()
-    train.add_common_args(parser, out="runs/x")
-    quick = train.train_config_from_args(parser.parse_args(["--quick"]))
-    assert {k: getattr(quick, k) for k in train.QUICK_TRAINING} == train.QUICK_TRAINING
-    fusion = train.train_config_from_args(parser.parse_args(["--quick"]), train.QUICK_FUSION_TRAINING)
-    assert fusion.max_steps == train.QUICK_FUSION_TRAINING["max_steps"] != quick.max_steps
+    recipe.add_common_args(parser, out="runs/x")
+    quick = recipe.resolve(parser.parse_args(["--quick"]), "autoencoder")
+    assert quick == recipe.PRESETS["quick"]["autoencoder"] and quick["lr"] == 1e-3 and quick["s_stride"] == 5
+    fusion = recipe.resolve(parser.parse_args(["--quick"]), "fusion")
+    assert fusion["max_steps"] == 1500 != quick["max_steps"]
     given = ["--quick", "--max-steps", "2", "--lr", "3e-4", "--batch-size", "5", "--warmup-steps", "0",
-             "--epochs", "7", "--schedule", "plateau"]
-    cfg = train.train_config_from_args(parser.parse_args(given))
-    assert (cfg.max_steps, cfg.lr, cfg.batch_size, cfg.warmup_steps, cfg.epochs, cfg.schedule) == \
-        (2, 3e-4, 5, 0, 7, "plateau")
-    paper = train.train_config_from_args(parser.parse_args([]))
-    assert {k: getattr(paper, k) for k in train.PAPER_TRAINING} == train.PAPER_TRAINING
+             "--epochs", "7", "--schedule", "plateau", "--s-stride", "3"]
+    for stage in ("autoencoder", "fusion"):
+        got = recipe.resolve(parser.parse_args(given), stage)
+        assert [got[k] for k in ("max_steps", "lr", "batch_size", "warmup_steps", "epochs", "schedule", "s_stride")] == \
+            [2, 3e-4, 5, 0, 7, "plateau", 3]
+    paper = recipe.resolve(parser.parse_args([]), "autoencoder")
+    assert (paper["lr"], paper["warmup_steps"], paper["schedule"], paper["s_stride"]) == (1e-4, 30000, "plateau", None)
 
 
-@pytest.mark.parametrize("script", [train_s1, train_s2])
-def test_quick_lr_flag_trains_at_that_rate(script, tmp_path):
-    """`--quick --lr X` trains at X: the rate logged after the warm-up peak is X's cosine, not 1e-3's."""
-    script.main(["--quick", "--lr", "2e-4", "--warmup-steps", "1", "--max-steps", "2", "--cubes",
-                 str(ROOT / "sample_data"), "--out", str(tmp_path)])
-    ckpt = train.load_checkpoint(tmp_path / "checkpoint.pt")
+def _gpp_quick(argv):
+    gpp.main(["--quick", "--features", "ndvi", "--epochs", "1", *argv])
+
+
+QUICK_STAGES = {
+    "train_s1.py": lambda argv: train_s1.main(["--quick", "--max-steps", "2", *argv]),
+    "train_s2.py": lambda argv: train_s2.main(["--quick", "--max-steps", "2", *argv]),
+    "train_fusion.py": lambda argv: train_fusion.main(["--quick", "--max-steps", "2", *argv, "--s1-checkpoint",
+                                                       str(ROOT / "models" / "s1" / "checkpoint.pt"), "--s2-checkpoint",
+                                                       str(ROOT / "models" / "s2" / "checkpoint.pt")]),
+    "gpp.py": _gpp_quick,
+}
+
+
+@pytest.mark.parametrize("stage", QUICK_STAGES)
+def test_quick_lr_flag_trains_at_that_rate(stage, tmp_path, monkeypatch):
+    """Every stage CLI: `--quick --lr X` trains at X (recorded, and the optimizer's rate at the warm-up
+    peak), not at the preset's 1e-3."""
+    monkeypatch.chdir(ROOT)                                       # gpp --quick reads sample_data/tower/
+    extra = ["--out", str(tmp_path)] + ([] if stage == "gpp.py" else
+                                        ["--warmup-steps", "1", "--cubes", str(ROOT / "sample_data")])
+    QUICK_STAGES[stage](["--lr", "2e-4", *extra])
+    (path,) = tmp_path.rglob("checkpoint.pt")
+    ckpt = train.load_checkpoint(path)
     assert ckpt["train_config"]["lr"] == 2e-4
-    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4, rel=1e-6)   # step 1 of 2: the peak
+    if stage != "gpp.py":
+        assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4, rel=1e-6)   # step 1 of 2: the peak
 
 
 def test_cosine_schedule_by_hand():
@@ -293,8 +317,9 @@ def test_stage_clis_in_quick_mode(tmp_path):
         assert ckpt["step"] == 2 and ckpt["meta"]["seed"] == 0
         assert ckpt["meta"]["command"][:2] == [f"train_{stage}.py", "--quick"]
     s2 = train.load_checkpoint(tmp_path / "s2" / "checkpoint.pt")
-    assert {k: s2["model_config"][k] for k in train.QUICK_AUTOENCODER} == train.QUICK_AUTOENCODER
-    assert s2["meta"]["loss"]["loss"] == train.QUICK_S2_LOSS
+    quick = recipe.PRESETS["quick"]["autoencoder"]["model"]
+    assert {k: s2["model_config"][k] for k in quick} == quick
+    assert s2["meta"]["loss"]["loss"] == modalities.QUICK_S2_LOSS
     wrong = [*common, "--out", str(tmp_path / "wrong"), "--s1-checkpoint", checkpoints[3], "--s2-checkpoint", checkpoints[3]]
     with pytest.raises(SystemExit, match="expected the s1"):
         train_fusion.main(wrong)
@@ -307,7 +332,7 @@ def test_shipped_checkpoint_reruns_its_command(stage, tmp_path, monkeypatch):
     ckpt = torch.load(ROOT / "models" / stage / "checkpoint.pt", map_location="cpu", weights_only=True)
     command = ckpt["meta"]["command"]
     assert command[0] == f"train_{stage}.py" and "--quick" in command and ckpt["meta"]["seed"] == 0
-    assert ckpt["step"] == train.QUICK_TRAINING["max_steps"]
+    assert ckpt["step"] == recipe.PRESETS["quick"]["autoencoder"]["max_steps"]
     argv = list(command[1:])
     for flag, value in (("--out", tmp_path / "rerun"), ("--cache", tmp_path / "cache")):
         argv[argv.index(flag) + 1] = str(value)
@@ -325,7 +350,7 @@ def test_one_cube_is_split_by_tiles(tmp_path):
     different splits come closer than 8 px; each tile holds exactly the cube's pixels there."""
     _, s2, _ = synthetic.make_synthetic_cube(seed=1, size=64, start="2020-03-01", end="2020-07-31")
     synthetic.write_cube(s2, tmp_path / "one_s2.nc")
-    loaded, splits = readers.load_splits([tmp_path / "one_s2.nc"], "s2", seed=0)
+    loaded, splits = modalities.load_splits([tmp_path / "one_s2.nc"], "s2", seed=0)
     assert [len(splits[k]) for k in ("train", "val", "test")] == [2, 1, 1]
     whole = data.cube_array(readers.open_s2(tmp_path / "one_s2.nc"), data.S2_BANDS)          # (T, C, 64, 64)
     boxes = {}
@@ -359,8 +384,8 @@ def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
     42 % claim): its objective equals the weighted MAE, while the default is Eq. 5 with (0.23, 0.03, 0.74)
     and --lambdas sets other weights."""
     captured = {}
-    monkeypatch.setattr(train_s2, "pretrain", lambda args, cfg, sampling, objective, meta, mask_var: captured.update(
-        objective=objective, meta=meta))
+    monkeypatch.setattr(recipe, "pretrain", lambda args, modality: captured.update(
+        zip(("objective", "meta"), modality.objective_from_flags(args))))
     torch.manual_seed(0)
     pred, target = torch.rand(2, 11, 10, 15, 15), torch.rand(2, 11, 10, 15, 15)
     valid, weights = torch.isfinite(target), losses.context_weights()
@@ -382,10 +407,11 @@ def test_loss_switch_mae_drops_ssim_and_sam(monkeypatch):
 def test_kernel_flags_set_eq1(tmp_path):
     """--kernel-alpha/--kernel-ring reach Eq. 1: defaults give the authors' kernel, 1/1 a flat one."""
     parser = data.ArgumentParser()
-    train.add_common_args(parser, out=str(tmp_path))
-    default = train.context_weights_from_args(parser.parse_args([]))
+    recipe.add_common_args(parser, out=str(tmp_path))
+    default = recipe.context_weights_from_args(parser.parse_args([]), modalities.S2.sampling)
     torch.testing.assert_close(default, losses.context_weights())
-    flat = train.context_weights_from_args(parser.parse_args(["--kernel-alpha", "1", "--kernel-ring", "1"]))
+    flat = recipe.context_weights_from_args(parser.parse_args(["--kernel-alpha", "1", "--kernel-ring", "1"]),
+                                            modalities.S2.sampling)
     torch.testing.assert_close(flat, torch.full((11, 15, 15), 1 / (11 * 15 * 15)))
 
 

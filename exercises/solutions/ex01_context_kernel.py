@@ -12,6 +12,7 @@ def context_weights(T=11, H=15, W=15, alpha=0.1, centre_weight=1.0, ring_weight=
     Chebyshev ring of the pixel around the central pixel (ring 1 = the 8 neighbours). The spatial
     factor is s(0) = centre_weight and s(d) = ring_weight * alpha^(d - 1) for d >= 1, so the first
     ring gets ring_weight and every further ring alpha times less. normalise=True divides by the sum.
+    T, H, W are ints, odd or even; the result is a floating-point tensor (float32 or float64).
     """
     w = torch.empty(T, H, W, dtype=torch.float64)
     for t in range(T):

@@ -12,7 +12,7 @@ def ssim_map(pred, target, window=7, sigma=1.5, data_range=1.0):
     local means, variances and covariance are weighted by a window x window Gaussian (standard
     deviation sigma pixels, weights summing to 1) centred on each position that fits inside the frame
     (no padding: H' = H - window + 1, W' = W - window + 1). C1 = (0.01 L)^2 and C2 = (0.03 L)^2 with
-    L = data_range. pred and target are (B, T, C, H, W) without missing values.
+    L = data_range. pred and target are float64 (B, T, C, H, W) without missing values; return float64.
     """
     k = torch.arange(window, dtype=pred.dtype) - (window - 1) / 2
     g = torch.exp(-k ** 2 / (2 * sigma ** 2))
@@ -33,5 +33,6 @@ def ssim_map(pred, target, window=7, sigma=1.5, data_range=1.0):
 
 
 def ssim_loss(pred, target):
-    """SSIM loss (Eq. 3): 1 - SSIM, with SSIM the mean of ssim_map over every position, frame and band."""
+    """SSIM loss (Eq. 3): 1 - SSIM, with SSIM the mean of ssim_map over every position, frame and band
+    (default window, sigma and data_range); a scalar tensor."""
     return 1 - ssim_map(pred, target).mean()

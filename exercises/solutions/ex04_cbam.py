@@ -11,6 +11,7 @@ class CBAM(nn.Module):
 
     The layers are given (same names and sizes as deepfeat.CBAM, so its weights load into this one):
     `mlp` is the MLP shared by both channel descriptors, `spatial` the 7 x 7 conv of the spatial gate.
+    Inputs x are float32 (N, C, H, W).
     """
 
     def __init__(self, channels, reduction=4, spatial_kernel=7):

@@ -10,9 +10,9 @@ import torch
 def temporal_encoding(days, d_model, max_period=10000.0):
     """Sinusoidal encoding of each frame's real day offset in its window: days (B, T) -> (B, T, D).
 
-    days are acquisition dates as day numbers (data.day_offsets: days since 1970, may be fractional).
-    The offset of frame j is days[:, j] - days[:, 0] (days since the window's first date, NOT the
-    frame index j), and with frequencies f_i = max_period^(-2i/D), i = 0 .. D/2 - 1:
+    days are acquisition dates as float32 day numbers (data.day_offsets: days since 1970, may be
+    fractional). The offset of frame j is days[:, j] - days[:, 0], in days since the window's first
+    date, and with frequencies f_i = max_period^(-2i/D), i = 0 .. D/2 - 1:
         PE[..., 2i] = sin(offset * f_i),   PE[..., 2i + 1] = cos(offset * f_i),
     scaled by 1 / sqrt(D). Computed in float32, as the model's tokens are.
     """

@@ -8,10 +8,10 @@ import torch
 def freeze(module):
     """Freeze a pretrained part for the fusion stage (Sec. III-C); returns the module.
 
-    Two things: no parameter takes a gradient (requires_grad False, so an optimizer built from
-    the parameters that require one never sees them), AND eval mode on every submodule, because a
-    BatchNorm layer in train mode updates its running statistics in the forward pass, without any
-    gradient or optimizer step.
+    Frozen means, as "the pretrained encoders and decoders remained frozen": no parameter of the
+    module requires a gradient, and the module computes as at inference (dropout off), so that
+    neither its forward passes nor an optimizer built from the parameters that require a gradient
+    change any of its state_dict tensors (parameters and buffers).
     """
     module.requires_grad_(False)
     return module.eval()
@@ -20,8 +20,8 @@ def freeze(module):
 def changed_tensors(before, after):
     """Names of the state_dict entries that are not bit-identical between two snapshots.
 
-    before, after: {name: tensor} as from module.state_dict() (parameters AND buffers: BatchNorm
-    running_mean, running_var, num_batches_tracked). Any change counts, even one unit in the last
-    place, so the test is torch.equal, not a tolerance. Returns the names in `before`'s order.
+    before, after: {name: tensor} as from module.state_dict() of one module at two times: the same
+    names, possibly in another order, tensors of any dtype. Any change counts, however small. Returns
+    a list of names in the order of `before`.
     """
     return [name for name, tensor in before.items() if not torch.equal(tensor, after[name])]

@@ -6,11 +6,12 @@ import numpy as np
 
 
 def pca_fit(X, k=3):
-    """Principal components of X (N, F): -> (mean (F,), components (k, F), explained (k,)).
+    """Principal components of X (N, F), float64: -> (mean (F,), components (k, F), explained (k,)).
 
     Centre X by its column means; the components are the unit eigenvectors of the covariance matrix
-    with the k largest eigenvalues, one per ROW, largest first; explained[i] = eigenvalue i / sum of
-    ALL F eigenvalues (the share of the total variance). A component's sign is arbitrary.
+    with the k largest eigenvalues, one per row, largest first; explained[i] = eigenvalue i / the sum
+    of all F eigenvalues (the share of the total variance). Any 1 <= k <= F. A component's sign is
+    arbitrary: the checker flips each to agree with embed.pca_fit's before comparing.
     """
     mean = X.mean(axis=0)                                           # (F,)
     centred = X - mean                                              # (N, F)

@@ -8,7 +8,7 @@ import numpy as np
 def make_windows(years, x_ok, y_ok, split_years, window=90, stride=10):
     """Start indices (W,) int64 of one split's windows on a consecutive daily grid (Sec. IV-C).
 
-    years (N,) calendar year of each day; x_ok (N,) bool, every predictor available that day; y_ok
+    years (N,) int, the calendar year of each day; x_ok (N,) bool, every predictor available that day; y_ok
     (N,) bool, GPP observed (quality-filtered) that day, or None when no target is needed. Window s
     covers days s .. s + window - 1 and predicts the GPP of its LAST day, s + window - 1. Candidate
     starts are 0, stride, 2 * stride, ... A window is kept when ALL its days lie in split_years (a
