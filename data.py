@@ -7,8 +7,9 @@ Real files become cubes in readers.py; seeded synthetic cubes come from syntheti
 
 Cube convention (readers.py returns it, every model script consumes it):
     an xarray.Dataset with dims (time, y, x), one float32 variable per band, a datetime64 `time`
-    coordinate (strictly increasing), x/y pixel-centre coordinates in metres and, where the input had
-    one, a CF grid-mapping coordinate (`spatial_ref`) referenced by each band's `grid_mapping` attr.
+    coordinate (strictly increasing), x/y pixel-centre coordinates in metres, evenly spaced, y
+    decreasing and x increasing (a north-up raster, check_grid) and, where the input had one, a CF
+    grid-mapping coordinate (`spatial_ref`) referenced by each band's `grid_mapping` attr.
     S2: bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12, surface reflectance (0-1.x), 10 m grid.
     S1: bands vv vh, gamma0/sigma0 in dB scaled to 0-1 with the fixed bounds S1_DB_RANGE.
     Nodata (fill values, clouds, shadows, outside the swath) is NaN, never zero. Samples keep the
@@ -258,6 +259,29 @@ def _check_times(t, name, allow_duplicates=False):
     if same.size and not allow_duplicates:
         raise CubeError(f"{name}: duplicate times ({t[same[0]]} appears more than once); "
                         "merge or drop the duplicates")
+
+
+# Steps of an evenly spaced grid may differ by float rounding, never by this share of a pixel.
+GRID_STEP_RTOL = 1e-3
+
+
+def check_grid(ds, name):
+    """Raise CubeError unless y decreases and x increases in even steps (a north-up raster).
+
+    A patch takes neighbouring rows and columns as neighbouring pixels of one size, oriented as the
+    models learnt them; a flipped, shuffled or gappy axis would give patches of the wrong pixels.
+    Dims without a coordinate (pixel indices) and single pixels pass."""
+    for dim, sign, way in (("y", -1, "decrease (north up)"), ("x", 1, "increase (west to east)")):
+        if dim not in ds.coords or ds[dim].ndim != 1 or ds.sizes[dim] < 2:
+            continue
+        step = np.diff(np.asarray(ds[dim].values, dtype=np.float64))
+        if not (np.sign(step) == sign).all():
+            how = "runs the other way" if (np.sign(step) == -sign).all() else "is not monotonic"
+            raise CubeError(f"{name}: {dim} must {way} from pixel to pixel, as in a north-up raster, but it {how}; "
+                            f"flip or sort it first (e.g. ds.sortby('{dim}', ascending={sign > 0}))")
+        if np.abs(step - np.median(step)).max() > GRID_STEP_RTOL * np.abs(np.median(step)):
+            raise CubeError(f"{name}: {dim} is irregular (steps from {np.abs(step).min():g} to {np.abs(step).max():g}): "
+                            "a patch needs one pixel size; regrid the cube onto an even grid")
 
 
 def time_values(ds, name, allow_duplicates=False):

@@ -50,20 +50,44 @@ class FluxError(InputError):
 # 2. Reading
 # ----------------------------------------------------------------------------------------------
 
+def _header(path):
+    """The first line's column names; FluxError where it is no FLUXNET header (data, or ';'-separated).
+
+    Read as utf-8-sig: a spreadsheet's byte-order mark must not hide the first column's name."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = [h.strip() for h in next(csv.reader(f), [])]
+    if not header:
+        raise FluxError(f"{path}: the file is empty (a FLUXNET file starts with a header row)")
+    if header[0].isdigit():
+        raise FluxError(f"{path}: the first line is data ({','.join(header[:3])},...), not the header row "
+                        f"naming the columns (TIMESTAMP, {GPP}, {QC}, ...)")
+    if len(header) == 1 and ";" in header[0]:
+        raise FluxError(f"{path}: columns are separated by ';' (a spreadsheet's export with decimal commas?); "
+                        "FLUXNET files are comma-separated with decimal points")
+    return header
+
+
 def _read_columns(path, names):
-    """The named columns of a CSV file as lists of strings, found by NAME (never by position)."""
-    with open(path, newline="") as f:
+    """The named columns of a CSV file as lists of strings, found by NAME (never by position).
+
+    Every row must have as many fields as the header: one more (an unquoted decimal comma, say) would
+    shift the values of every later column. Blank lines (a trailing newline) are skipped."""
+    header = _header(path)
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise FluxError(f"{path}: column {missing[0]!r} not found "
+                        f"(a FLUXNET FULLSET file has TIMESTAMP or TIMESTAMP_START, {GPP}, {QC})")
+    idx = [header.index(n) for n in names]
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [n for n in names if n not in header]
-        if missing:
-            raise FluxError(f"{path}: column {missing[0]!r} not found "
-                            f"(a FLUXNET FULLSET file has TIMESTAMP or TIMESTAMP_START, {GPP}, {QC})")
-        idx = [header.index(n) for n in names]
-        rows = []
+        next(reader)
         for line, row in enumerate(reader, start=2):
-            if len(row) < len(header):
-                raise FluxError(f"{path}: line {line} has {len(row)} fields, the header {len(header)}")
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise FluxError(f"{path}: line {line} has {len(row)} fields, the header {len(header)}"
+                                + (" (decimal commas?)" if len(row) > len(header) else ""))
             rows.append([row[i] for i in idx])
     if not rows:
         raise FluxError(f"{path}: no data rows")
@@ -110,8 +134,7 @@ def read_fluxnet(path, extra=()):
     Returns xr.Dataset with dim time (daily, datetime64) and variables GPP_NT_VUT_REF
     (gC m-2 d-1), NEE_VUT_REF_QC (fraction 0-1) and the extra columns. Raises FluxError.
     """
-    with open(path, newline="") as f:
-        header = [h.strip() for h in next(csv.reader(f), [])]
+    header = _header(path)
     columns = [GPP, QC, *extra]
     if "TIMESTAMP" in header:
         raw = _read_columns(path, ["TIMESTAMP", *columns])
@@ -126,6 +149,9 @@ def read_fluxnet(path, extra=()):
             raise FluxError(f"{path}: TIMESTAMP_START is not on a regular sub-daily step (found {step} min)")
         day = start.astype("datetime64[D]")
     values = {c: _numbers(path, c, raw[c]) for c in columns}                    # (R,) each
+    if step == 1440 and not (np.nanmin(values[QC], initial=0) >= 0 and np.nanmax(values[QC], initial=1) <= 1):
+        raise FluxError(f"{path}: {QC} of a daily file is the fraction (0-1) of good half-hours, but it runs from "
+                        f"{np.nanmin(values[QC]):g} to {np.nanmax(values[QC]):g} (percent?)")
     idx = (day - day[0]).astype(np.int64)                                         # (R,) day index
     n_days = int(idx[-1]) + 1
     dates = day[0] + np.arange(n_days)                                            # (N,)

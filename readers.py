@@ -22,9 +22,9 @@ import numpy as np
 import xarray as xr
 
 import fluxnet
-from data import (NO_MASK, S1_BANDS, S1_DB_RANGE, S2_BANDS, ArgumentParser, CubeError, InputError, check_same_crs,
-                  crs_id, day_offsets, db_to_linear, grid_mapping, linear_to_db, nearest_index, run_cli, time_values,
-                  validate_cube)
+from data import (NO_MASK, S1_BANDS, S1_DB_RANGE, S2_BANDS, ArgumentParser, CubeError, InputError, check_grid,
+                  check_same_crs, crs_id, day_offsets, db_to_linear, grid_mapping, linear_to_db, nearest_index, run_cli,
+                  time_values, validate_cube)
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the real products
@@ -97,13 +97,16 @@ def _split_band_dim(raw, name):
         return raw
     if band_dim not in raw.coords:
         raise CubeError(f"{name}: dimension '{band_dim}' has no coordinate naming the bands")
+    labels = [v.decode() if isinstance(v, bytes) else str(v) for v in raw[band_dim].values]
+    twice = sorted({v for v in labels if labels.count(v) > 1})
+    if twice:
+        raise CubeError(f"{name}: band label {twice[0]!r} appears more than once in '{band_dim}' ({', '.join(labels)})")
     variables = {}
     for var_name, var in raw.data_vars.items():
         if band_dim not in var.dims:
             variables[var_name] = var
             continue
-        for i, label in enumerate(raw[band_dim].values):
-            label = label.decode() if isinstance(label, bytes) else str(label)
+        for i, label in enumerate(labels):
             variables[label] = var.isel({band_dim: i}, drop=True)
     out = xr.Dataset(variables, attrs=raw.attrs)
     out.encoding = dict(raw.encoding)
@@ -118,8 +121,19 @@ def _as_tyx(var, var_name, name):
     return var.transpose("time", "y", "x")
 
 
-def _grid_coords(ds, var_names):
-    """Coordinates y, x and the grid-mapping scalar of `ds` (loaded, so the file can be closed)."""
+def _band_values(var, var_name, name):
+    """The (time, y, x) values of a band as a numpy array; CubeError unless they are numbers (text that
+    looks like numbers and booleans would otherwise be cast to floats without a word)."""
+    values = np.asarray(_as_tyx(var, var_name, name).values)
+    if values.dtype.kind not in "iuf":
+        raise CubeError(f"{name}: band {var_name} has dtype {values.dtype}, expected numbers (integer or float)")
+    return values
+
+
+def _grid_coords(ds, var_names, name):
+    """Coordinates y, x (checked: a north-up even grid) and the grid-mapping scalar of `ds` (loaded, so
+    the file can be closed)."""
+    check_grid(ds, name)
     coords = {"y": ds["y"].variable.copy(), "x": ds["x"].variable.copy()}
     gm = grid_mapping(ds, var_names)
     if gm is not None:
@@ -233,22 +247,33 @@ def open_s2_raw(path):
     return _combine_resolutions(dsets, [str(p) for p in paths])
 
 
-def _is_reflectance(var, values):
+def _is_reflectance(var, values, var_name, name):
     """Rule for "already scaled": CF packing with a scale_factor, a units attr of "1"/"reflectance",
-    or float values whose maximum is below REFLECTANCE_MAX. Otherwise the values are L2A DN."""
+    or float values whose maximum is below REFLECTANCE_MAX. Otherwise the values are L2A DN.
+
+    CubeError where the file contradicts itself or cannot hold DN: a scale_factor or units attr that
+    says reflectance on values reaching REFLECTANCE_MAX (DN or percent would pass as reflectance x 10000
+    or x 100), or unscaled 8-bit integers (L2A DN run to 10000 and beyond)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vmax = float(np.nanmax(values)) if values.size else np.nan
     scale = var.encoding.get("scale_factor")
-    if scale is not None and float(scale) != 1.0:
-        return True, "CF scale_factor in file"
     units = str(var.attrs.get("units", "")).strip().lower()
-    if units in REFLECTANCE_UNITS:
-        return True, f"units attribute {units!r}"
-    if values.dtype.kind == "f":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            vmax = np.nanmax(values) if values.size else np.nan
-        if not np.isfinite(vmax) or vmax < REFLECTANCE_MAX:
-            return True, f"float values below {REFLECTANCE_MAX}"
-    return False, "digital numbers"
+    if scale is not None and float(scale) != 1.0:
+        why = "CF scale_factor in file"
+    elif units in REFLECTANCE_UNITS:
+        why = f"units attribute {units!r}"
+    elif values.dtype.kind == "f" and not vmax >= REFLECTANCE_MAX:            # all-NaN included
+        return True, f"float values below {REFLECTANCE_MAX}"
+    elif np.dtype(var.encoding.get("dtype", values.dtype)).itemsize == 1:
+        raise CubeError(f"{name}: band {var_name} holds 8-bit integers ({var.encoding.get('dtype', values.dtype)}) "
+                        "without a scale_factor: neither reflectance nor L2A digital numbers (0-10000 and more)")
+    else:
+        return False, "digital numbers"
+    if vmax >= REFLECTANCE_MAX:
+        raise CubeError(f"{name}: band {var_name} is reflectance by its {why}, but its values reach {vmax:g} "
+                        f"(reflectance stays below {REFLECTANCE_MAX:g}): DN or percent? fix the units or scale_factor")
+    return True, why
 
 
 def _flag_per_date(ds, var, key, times):
@@ -354,9 +379,9 @@ def prepare_s2(raw, bands=S2_BANDS, boa_offset="auto", mask_var=None, mask_snow=
     mask, mask_how = _cloud_mask(ds, mask_var, mask_snow, name)
     variables = {}
     for b in bands:
-        var = _as_tyx(ds[names[b]], names[b], name)
-        values = np.asarray(var.values)  # (T, H, W)
-        scaled, why = _is_reflectance(var, values)
+        var = ds[names[b]]
+        values = _band_values(var, names[b], name)  # (T, H, W)
+        scaled, why = _is_reflectance(var, values, names[b], name)
         refl = values.astype(np.float32)
         if scaled:
             scale, offset_how = 1.0, f"none ({why})"
@@ -370,7 +395,7 @@ def prepare_s2(raw, bands=S2_BANDS, boa_offset="auto", mask_var=None, mask_snow=
         attrs = {"units": "1", "long_name": f"Sentinel-2 L2A surface reflectance {b}",
                  "dn_scale": scale, "boa_offset": offset_how}
         variables[b] = xr.Variable(("time", "y", "x"), refl, attrs)
-    coords, gm = _grid_coords(ds, [names[b] for b in bands])
+    coords, gm = _grid_coords(ds, [names[b] for b in bands], name)
     if gm is not None:
         for v in variables.values():
             v.attrs["grid_mapping"] = gm
@@ -407,27 +432,32 @@ def normalise_s1(db, band):
     return np.clip((np.asarray(db, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _s1_units(var, values, units, ds_attrs):
+def _s1_units(var, values, units, ds_attrs, var_name, name):
     """'db100' | 'db' | 'linear' and why. Rule: `units` if given; else a units attribute containing
     'dB' (with '100': dB x 100) or naming linear power; else the median of the valid values
-    (<= -100: dB x 100, < 0: dB, >= 0: linear)."""
+    (<= -100: dB x 100, < 0: dB, >= 0: linear). A units attribute that the median contradicts is a
+    CubeError: the file says one thing and holds another, and neither can be trusted."""
     if units != "auto":
         u = str(units).lower()
         if u not in S1_UNITS:
             raise CubeError(f"units must be 'auto' or one of {S1_UNITS}, got {units!r}")
         return u, "given"
+    finite = values[np.isfinite(values)]
+    med = float(np.median(finite)) if finite.size else np.nan
+    by_values = "db100" if med <= -100 else "db" if med < 0 else "linear"
     for attrs in (var.attrs, ds_attrs):
         text = str(attrs.get("units", "")).lower().replace(" ", "")
-        if "db" in text:
-            return ("db100" if "100" in text else "db"), f"units attribute {attrs['units']!r}"
-        if text in ("linear", "1", "power", "intensity", "m2/m2", "m2m-2", "natural"):
-            return "linear", f"units attribute {attrs['units']!r}"
-    finite = values[np.isfinite(values)]
+        kind = "db100" if "db" in text and "100" in text else "db" if "db" in text else \
+            "linear" if text in ("linear", "1", "power", "intensity", "m2/m2", "m2m-2", "natural") else None
+        if kind is None:
+            continue
+        if finite.size and kind != by_values:          # e.g. "dB" on linear power: every value would be ~0 dB
+            raise CubeError(f"{name}: {var_name} has units {attrs['units']!r}, but its values (median {med:.4g}) "
+                            f"are {by_values} by their range; fix the units attribute")
+        return kind, f"units attribute {attrs['units']!r}"
     if finite.size == 0:
         return "linear", "no valid values"
-    med = float(np.median(finite))
-    kind = "db100" if med <= -100 else "db" if med < 0 else "linear"
-    return kind, f"value range (median {med:.4g})"
+    return by_values, f"value range (median {med:.4g})"
 
 
 def _to_linear(values, kind):
@@ -446,6 +476,8 @@ def merge_same_day(values, times):
     Adjacent GRD slices of one pass (and re-processed duplicates) carry the same day; the merged
     frame takes the first timestamp of its day. values (T, ...) -> (T', ...); returns (merged, times').
     """
+    if times.size == 0:                   # nothing to merge (validate_cube refuses a cube without dates)
+        return values, times
     day = times.astype("datetime64[D]")
     starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
     valid = np.isfinite(values)
@@ -514,13 +546,13 @@ def prepare_s1(raw, bands=S1_BANDS, units="auto", target=None, source=""):
     times = time_values(ds, name, allow_duplicates=True)
     variables, merged_times, how = {}, times, {}
     for b in bands:
-        var = _as_tyx(ds[names[b]], names[b], name)
-        values = np.asarray(var.values, dtype=np.float64)  # (T, H, W)
-        kind, why = _s1_units(var, values, units, ds.attrs)
+        var = ds[names[b]]
+        values = _band_values(var, names[b], name).astype(np.float64)  # (T, H, W)
+        kind, why = _s1_units(var, values, units, ds.attrs, names[b], name)
         how[b] = f"{kind} ({why})"
         linear, merged_times = merge_same_day(_to_linear(values, kind), times)
         variables[b] = normalise_s1(linear_to_db(rolling_mean3(linear)), b).astype(np.float32)
-    coords, gm = _grid_coords(ds, [names[b] for b in bands])
+    coords, gm = _grid_coords(ds, [names[b] for b in bands], name)
     if target is not None:
         variables, coords, gm = _regrid_nearest(variables, ds, target, name, coords, gm)
     out_vars = {}
@@ -561,7 +593,7 @@ def _regrid_nearest(variables, ds, target, name, coords, gm):
         g[:, ~in_y, :] = np.nan
         g[:, :, ~in_x] = np.nan
         out[b] = g
-    t_coords, t_gm = _grid_coords(tds, list(tds.data_vars))
+    t_coords, t_gm = _grid_coords(tds, list(tds.data_vars), "the target (S2) grid")
     if t_gm is None and gm is not None:
         t_coords[gm], t_gm = coords[gm], gm
     return out, t_coords, t_gm
@@ -602,11 +634,11 @@ def _dates_text(t):
 
 
 def _inspect_csv(path):
-    """Summary of a FLUXNET FULLSET CSV as fluxnet.read_fluxnet reads it (days, GPP and QC ranges)."""
+    """Summary of a FLUXNET FULLSET CSV as gpp.py reads it (fluxnet.read_fluxnet): days, GPP, QC."""
     flux = fluxnet.read_fluxnet(path)
-    lines = [f"days        : {_dates_text(flux['time'].values)}"]
+    lines = [f"days        : {_dates_text(flux['time'].values)} (from {flux.attrs['step_minutes']}-minute records)"]
     for col in (fluxnet.GPP, fluxnet.QC):
-        lines.append(f"{col:<12}: {_range_text(flux[col].values)}  (-9999 = NaN)")
+        lines.append(f"{col:<12}: {_range_text(flux[col].values)}  ({flux[col].attrs['units']}; -9999 = NaN)")
     return lines
 
 
@@ -619,8 +651,7 @@ def _inspect_nc(path):
         if "x" in ds.coords and ds.sizes.get("x", 0) > 1:
             lines.append(f"grid        : {_resolution(ds):g} m pixels, CRS {str(crs_id(ds))[:40]}")
         if "time" in ds.coords:
-            t = np.asarray(ds["time"].values)
-            lines.append(f"dates       : {_dates_text(t)}")
+            lines.append(f"dates       : {_dates_text(time_values(ds, str(path), allow_duplicates=True))}")
         tower = {k: ds.attrs[k] for k in ("tower_row", "tower_col") if k in ds.attrs}
         if tower:
             lines.append(f"tower pixel : row {tower['tower_row']}, col {tower['tower_col']}")
@@ -637,6 +668,7 @@ def _inspect_nc(path):
                 mask, how = _cloud_mask(ds, None, False, str(path))
                 lines.append(f"cloud mask  : {how}; {100 * mask.mean():.1f} % of pixels masked")
             prepared = prepare_s2(ds, s2_present, source=str(path))
+            validate_cube(prepared, s2_present, min_dates=1, min_size=1, name=str(path))    # what open_s2 refuses
             lines.append(f"S2 bands    : {' '.join(s2_present)} "
                          f"(missing: {' '.join(b for b in S2_BANDS if b not in s2_present) or 'none'})")
             lines.append(f"scaling     : {prepared[s2_present[0]].attrs['boa_offset']}, "
@@ -646,6 +678,7 @@ def _inspect_nc(path):
                 lines.append(f"  {'':<10}  reflectance {_range_text(prepared[b].values)}")
         if s1_present:
             prepared = prepare_s1(ds, s1_present, source=str(path))
+            validate_cube(prepared, s1_present, min_dates=1, min_size=1, name=str(path))    # what open_s1 refuses
             lines.append(f"S1 bands    : {' '.join(s1_present)}; {prepared.attrs['merged_acquisitions']} "
                          f"same-day acquisitions merged -> dates {_dates_text(prepared['time'].values)}")
             for b in s1_present:
