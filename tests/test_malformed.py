@@ -4,7 +4,7 @@ and combinations), each run through the command lines that read it.
 
 Every case declares its outcome. Accept: the file loads and the test checks WHAT was read against the
 values the case wrote (int16 packing decoded, DN scaled, band labels mapped, the grid kept north-up),
-in the loader the CLIs use, in `data.py inspect`, in the cache `train_s*.py` wrote, in the embedding
+in the loader the CLIs use, in `readers.py inspect`, in the cache `train_s*.py` wrote, in the embedding
 `embed.py` wrote (equal to the embedding of the clean twin) and in the table `gpp.py` wrote (equal to
 the clean twin's). Refuse: every command line stops with exactly one line on stderr, exit status 2, and
 the line names the problem. Never a traceback, a hang or a silently wrong file.
