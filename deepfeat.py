@@ -61,6 +61,8 @@ class AutoencoderConfig:
     dropout: float = 0.25
     token_bottleneck: int = 16          # linear 256 -> 16 per frame
     frame_bottleneck: int = 4           # linear over frames 11 -> 4
+    centre_path: bool = False           # a linear path between each frame's token and its central pixel
+    #                                     (ours, off in the paper's architecture; ModalityAutoencoder says why)
 
     def __post_init__(self):
         self.bands = tuple(self.bands)
@@ -230,6 +232,16 @@ class ModalityAutoencoder(nn.Module):
     bottleneck: linear 256 -> 16 per frame, linear over frames 11 -> 4, flatten 64, linear -> L
     (a single vector per sample: the embedding of the central pixel and date with its context).
     Decoder: the mirror image, reconstructing all 11 frames of the patch.
+
+    `centre_path` (our departure, off by default): each frame's token also gets a linear map of that
+    frame's central pixel (its bands and validity), and the decoded frame's central pixel gets a
+    linear map of its token added. Why: the embedding is that of the central pixel-date and Eq. 1
+    puts ~3/4 of the loss there, but the two stride-2 convolutions average the central pixel with
+    8 to 80 neighbours and the decoder rebuilds it from a 4 x 4 map; at CPU budgets (thousands of
+    steps, narrow convolutions) training then settles on interpolating the centre from its context,
+    and in a world of independent pixels it never learns to pass one (docs/learning.md). With the
+    path the centre gets through within a few hundred steps. It keeps what embed.py relies on: a
+    frame's token depends on that frame's patch only, and each frame decodes from its own token.
     """
 
     def __init__(self, cfg: AutoencoderConfig):
@@ -260,6 +272,9 @@ class ModalityAutoencoder(nn.Module):
             ConvAttentionBlock(w, w, kernel_sizes=k),                        # (N, w, 15, 15)
         )
         self.dec_out = nn.Conv2d(w, C, 1)                                    # (N, C, 15, 15)
+        if cfg.centre_path:
+            self.enc_centre = nn.Linear(C + 1, D)                            # central pixel -> token
+            self.dec_centre = nn.Linear(D, C)                                # token -> central pixel
 
     def check_input(self, x, days):
         """One clear error for patches that do not match this model (never a deep torch traceback)."""
@@ -280,7 +295,11 @@ class ModalityAutoencoder(nn.Module):
         valid = torch.isfinite(frames)
         filled = torch.where(valid, frames, torch.zeros_like(frames))
         x = torch.cat([filled, valid.float().mean(dim=1, keepdim=True)], dim=1)   # (N, C+1, H, W)
-        return self.enc_blocks(x).flatten(1)                                        # (N, D)
+        tokens = self.enc_blocks(x).flatten(1)                                      # (N, D)
+        if self.cfg.centre_path:
+            c = self.cfg.patch // 2
+            tokens = tokens + self.enc_centre(x[:, :, c, c])                        # (N, C+1) -> (N, D)
+        return tokens
 
     def encode_tokens(self, tokens, days):
         """Temporal transformer + bottleneck: tokens (B, T, D), days (B, T) -> latent (B, L)."""
@@ -313,7 +332,13 @@ class ModalityAutoencoder(nn.Module):
         only the central frame for embedding_quality)."""
         s = self.cfg.sizes[-1]
         h = tokens.reshape(-1, self.cfg.token_channels, s, s)          # (N, 16, 4, 4)
-        return self.dec_out(self.dec_blocks(h))                        # (N, C, H, W)
+        frames = self.dec_out(self.dec_blocks(h))                      # (N, C, H, W)
+        if self.cfg.centre_path:
+            P, c = self.cfg.patch, self.cfg.patch // 2
+            pad = (c, P - 1 - c, c, P - 1 - c)
+            centre = F.pad(self.dec_centre(tokens)[:, :, None, None], pad)   # (N, C, H, W), 0 off-centre
+            frames = frames + centre
+        return frames
 
     def decode(self, z, days):
         """latent (B, L), days (B, T) -> reconstruction (B, T, C, H, W)."""

@@ -10,8 +10,16 @@ SAME patches (the stage's own val and test batches):
   PCA-k         the centre spectrum through a k-component PCA of the training spectra, k = the latent
                 size (what a linear code of the same size keeps; exact for S1, 2 of 2 bands).
 The autoencoder sees the centre observation, the first three predictors do not: a model below them
-has learned to carry the centre through its bottleneck. It also runs the ablations that explain why
-Eq. 5 as written stalls here (docs/learning.md), and measures each Eq. 5 term's gradient.
+has learned to carry the centre through its bottleneck. Whether it does is measured directly too:
+  centre Jacobian  nudge one band of the central pixel-date and see how the reconstructed centre moves
+                   (finite differences, eval mode): a model that carries its centre gives the identity
+                   (singular values 1), one that rebuilds the centre from its context gives ~0;
+  centre / context the centre MAE over the context MAE (Sec. IV-A reports 0.26 for S2, 0.02 for S1).
+Every run is also scored on cubes of seeds that no training run uses (UNSEEN_SEEDS), and a second
+synthetic world of independent pixels (synthetic.independent_pixels), where nothing but the centre
+predicts the centre, tests in minutes whether a recipe can pass a pixel at all. It also runs the
+ablations that explain why Eq. 5 as written stalls here (docs/learning.md), and measures each Eq. 5
+term's gradient.
 
     python learning.py --quick                  # sample_data + real S2 Romania / S1 Myanmar, ~45 min on 2 cores
     python learning.py --quick --runs s2 s1     # some runs only (--list names them)
@@ -38,6 +46,7 @@ import data
 import losses
 import modalities
 import recipe
+import synthetic
 import train
 import train_fusion
 import train_s1
@@ -49,6 +58,14 @@ ROMANIA = sorted(glob.glob(str(REALDATA / "s2_l2a_romania" / "*.nc")))
 MYANMAR = [str(REALDATA / "s1_grd_myanmar" / "s1_vv_vh_myanmar_2014_2018.nc")]
 ROMANIA_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11")     # the six bands its two files hold
 ABLATION_STEPS = 800                                           # optimiser steps of the ablations and real areas
+INDEPENDENT_STEPS = 1500                                       # optimiser steps in the independent-pixels world
+# Cube seeds no training run, test, benchmark or sample cube uses (sample data 0-4, tower 100, tests below
+# 1000, bench.py 1000+): the cubes every model is also judged on, never trained or tuned on.
+UNSEEN_SEEDS = (7001, 7002, 7003)
+INDEPENDENT_SEEDS = (7101, 7102, 7103, 7104, 7105)             # the independent world's training cubes
+INDEPENDENT_UNSEEN_SEEDS = (7201, 7202, 7203)
+WORLD_SIZE = 48                                                # px per side of the generated cubes
+PAPER_RATIO = {"s2": 0.0037 / 0.0141, "s1": 0.0006 / 0.0319}   # Sec. IV-A: val centre / context MAE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,14 +152,18 @@ def centre_prediction(x, centre):
 @torch.no_grad()
 def centre_scores(batches, modality, mean, basis, predict=None, series=None):
     """Centre MAE and centre SAM of each predictor over `batches` -> {(method, metric): value}.
-    predict(batch) -> the model's reconstruction of `modality` (B, T, C, H, W), scored as "model";
-    series yields each batch's series_mean (series_means)."""
+    predict(batch) -> the model's reconstruction of `modality` (B, T, C, H, W), scored as "model" (with
+    its Eq. 1 context MAE too); series yields each batch's series_mean (series_means)."""
     totals, count = {}, 0
+    weights = losses.context_weights()
     for batch, series_mean in zip(batches, series if series is not None else itertools.repeat(None)):
         x, days = batch[modality]                                               # (B, T, C, H, W), (B, T)
         B = x.shape[0]
         valid = torch.isfinite(x)
         preds = {"model": predict(batch)} if predict else {}
+        if predict:
+            totals["model", "context_mae"] = (totals.get(("model", "context_mae"), 0.0)
+                                              + float(losses.context_mae(preds["model"], x, weights, valid)) * B)
         for method, centre in baseline_centres(x, days, mean, basis, series_mean).items():
             preds[method] = centre_prediction(x, centre)
         for method, pred in preds.items():
@@ -152,9 +173,57 @@ def centre_scores(batches, modality, mean, basis, predict=None, series=None):
     return {key: v / max(count, 1) for key, v in totals.items()}
 
 
-def stage_data(script, argv, out):
+@torch.no_grad()
+def centre_jacobian(predict, batches, modality, eps=0.02, max_patches=256):
+    """How the reconstructed centre follows the observed one: the (C, C) Jacobian d recon_centre /
+    d x_centre (row: band out, column: band nudged) of the central pixel-date, by finite differences
+    of `eps` in every band, averaged over the first `max_patches` patches of `batches` (clear centres).
+    predict(batch) -> reconstruction (B, T, C, H, W) of `modality`, the model in eval mode.
+    Returns (J, its singular values (C,) in descending order, det J)."""
+    total, n = 0.0, 0
+    for batch in batches:
+        x, days = batch[modality]                                               # (B, T, C, H, W)
+        B, T, C, H, W = x.shape
+        base = predict(batch)[:, T // 2, :, H // 2, W // 2]                     # (B, C)
+        columns = []
+        for c in range(C):
+            nudged = x.clone()
+            nudged[:, T // 2, c, H // 2, W // 2] += eps
+            moved = predict({**batch, modality: (nudged, days)})[:, T // 2, :, H // 2, W // 2]
+            columns.append((moved - base) / eps)                                # (B, C) d out / d x_c
+        total = total + torch.stack(columns, dim=-1).double().sum(0)            # (C, C)
+        n += B
+        if n >= max_patches:
+            break
+    J = total / max(n, 1)
+    return J, torch.linalg.svdvals(J), float(torch.linalg.det(J))
+
+
+def principal_gains(J, spectra, share=0.99):
+    """The centre Jacobian seen in the data's own directions: singular values of U^T J U, U the
+    leading principal axes of the training spectra (N, C) that hold `share` of their variance. A
+    model that carries every direction the data varies in gives 1s here even where it (rightly)
+    drops nudges off the data, which the singular values of J alone count as lost."""
+    spectra = spectra.double()
+    values, axes = torch.linalg.eigh(torch.cov((spectra - spectra.mean(0)).T))         # ascending
+    k = int(np.searchsorted(np.cumsum(values.flip(0).numpy()) / float(values.sum()), share)) + 1
+    U = axes.flip(1)[:, :k]                                                            # (C, k)
+    return torch.linalg.svdvals(U.T @ J @ U)
+
+
+def unseen_batches(folder, names, bands, sampling, batch_size, seed, cache):
+    """Val-style batches (unshuffled, seed `seed`) of every cube in `folder`: cubes no run trained on."""
+    key = names[-1]
+    with contextlib.redirect_stdout(io.StringIO()):
+        cubes = [c for entry in modalities.find_cubes(folder, names)
+                 for c in modalities.cache_cube(entry, names, bands, None, None, cache)]
+    return recipe.patch_batches(cubes, sampling, key, batch_size, seed, shuffle=False)(0)
+
+
+def stage_data(script, argv, out, unseen=None):
     """The batches a finished stage run trained and scored on (same flags, same seed, same split),
-    and its model: ({"train", "val", "test"}: batches, model)."""
+    and its model: ({"train", "val", "test"}: batches, model); with `unseen` (a folder of cubes no
+    run trained on) also "new": the same sampling on those cubes."""
     parser = data.ArgumentParser()
     recipe.add_common_args(parser, out=str(out))
     args, _ = parser.parse_known_args(argv)
@@ -167,19 +236,27 @@ def stage_data(script, argv, out):
     with contextlib.redirect_stdout(io.StringIO()):
         cubes, _ = modalities.load_splits(args.cubes, names, cfg.split_seed, {m: ae.cfg.bands for m, ae in aes.items()},
                                           tile=args.tile, cache=recipe.cache_dir(args))
-    return recipe.split_batches(cubes, sampling, key, cfg), model
+    batches = recipe.split_batches(cubes, sampling, key, cfg)
+    if unseen is not None:
+        new = unseen_batches(unseen, names, {m: ae.cfg.bands for m, ae in aes.items()}, sampling, cfg.batch_size,
+                             cfg.split_seed, recipe.cache_dir(args))
+        batches["new"] = lambda: new
+    return batches, model
 
 
-def baselines_of_run(script, argv, out):
-    """{split: {modality: {(method, metric): value}}} for val and test: the trained model and the
-    trivial predictors on the run's own patches (PCA fitted on its training patches)."""
-    batches, model = stage_data(script, argv, out)
+def baselines_of_run(script, argv, out, unseen=None):
+    """{split: {modality: {(method, metric): value}}} for val, test and (with `unseen`, a folder of cubes
+    no run trained on) new: the trained model and the trivial predictors on the run's own patches (PCA
+    fitted on its training patches; for a fusion run also "own": each modality's own frozen autoencoder),
+    plus {"jacobian": {split: {modality: (J, singular values, det, principal_gains)}}} for test and new."""
+    batches, model = stage_data(script, argv, out, unseen)
     if script is train_fusion:
         modalities = list(model.autoencoders)
         k = {m: model.cfg.fused_dim for m in modalities}
     else:
         modalities, k = [model.cfg.modality], {model.cfg.modality: model.cfg.latent_dim}
-    result = {"val": {}, "test": {}}
+    result = {split: {} for split in ("val", "test", "new") if split in batches}
+    result["jacobian"] = {split: {} for split in ("test", "new") if split in batches}
     for m in modalities:
         spectra = training_spectra(batches["train"], m)
         mean, basis = pca_basis(spectra, min(k[m], spectra.shape[1]))
@@ -189,10 +266,43 @@ def baselines_of_run(script, argv, out):
         else:
             def predict(batch):
                 return model(*batch[m])[0]
-        for split in result:
-            loader = batches[split]()
-            result[split][m] = centre_scores(loader, m, mean, basis, predict, series_means(loader.dataset, m))
+        for split in result["jacobian"]:
+            J, sv, det = centre_jacobian(predict, batches[split](), m)
+            result["jacobian"][split][m] = (J, sv, det, principal_gains(J, spectra))
+        for split in ("val", "test", "new"):
+            if split in result:
+                loader = batches[split]()
+                result[split][m] = centre_scores(loader, m, mean, basis, predict, series_means(loader.dataset, m))
+                if script is train_fusion:                      # the modality's own autoencoder, same patches
+                    own = centre_scores(loader, m, mean, basis, lambda batch, m=m: model.autoencoders[m](*batch[m])[0])
+                    result[split][m]["own", "centre_mae"] = own["model", "centre_mae"]
     return result
+
+
+STAGE_SCRIPTS = {"train_s1.py": train_s1, "train_s2.py": train_s2, "train_fusion.py": train_fusion}
+
+
+def score_run(out):
+    """A finished run's folder -> baselines_of_run on its own test patches, the command read from its
+    checkpoint's meta (so any run of train_s1.py, train_s2.py or train_fusion.py can be scored)."""
+    command = train.load_checkpoint(Path(out) / "checkpoint.pt")["meta"]["command"]
+    if command[0] not in STAGE_SCRIPTS:
+        raise data.InputError(f"{out}: a run of {command[0]}; --score reads runs of {', '.join(STAGE_SCRIPTS)}")
+    return baselines_of_run(STAGE_SCRIPTS[command[0]], command[1:], Path(out))
+
+
+def score_lines(name, result, split="test"):
+    """One line per modality: the model's centre MAE beside the trivial predictors', the centre / context
+    ratio (the paper's in brackets) and the centre singular values."""
+    lines = []
+    for m, b in result[split].items():
+        sv = result["jacobian"][split][m][1]
+        lines.append(f"{name} {m.upper()} {split}: centre MAE model {b['model', 'centre_mae']:.4f} | "
+                     + " | ".join(f"{label} {b[k, 'centre_mae']:.4f}" for k, label in BASELINES.items())
+                     + f" | centre / context {b['model', 'centre_mae'] / b['model', 'context_mae']:.2f} "
+                       f"(paper {PAPER_RATIO.get(m, float('nan')):.2f}) | centre singular values "
+                     + ", ".join(f"{v:.2f}" for v in sv[:3]) + (", ..." if len(sv) > 3 else ""))
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,31 +359,67 @@ def run_once(script, out, argv, out_arg=None):
 
 
 def study_runs(work):
-    """name -> (stage script, its flags beyond the common ones, what the run shows). The default
-    recipe of each stage (its --quick steps, or --steps), then the ablations: one change at a time
-    against the default recipe at the same ABLATION_STEPS, and the real areas."""
+    """name -> (stage script, its flags beyond the common ones, what the run shows, its world). The
+    default recipe of each stage (its --quick steps, or --steps), then the ablations: one change at a time
+    against the default recipe at the same ABLATION_STEPS, the independent-pixels world (INDEPENDENT_STEPS,
+    the recipe and the paper's architecture) and the real areas. World "smooth": the cubes of --cubes,
+    judged also on UNSEEN_SEEDS; "independent": independent_world(work); "real": a real area."""
     short = ["--max-steps", str(ABLATION_STEPS)]
+    indep = ["--cubes", str(Path(work) / "worlds" / "independent"), "--max-steps", str(INDEPENDENT_STEPS)]
     runs = {
-        "s1": (train_s1, [], "S1 autoencoder, the default recipe"),
-        "s2": (train_s2, [], "S2 autoencoder, the default recipe"),
+        "s1": (train_s1, [], "S1 autoencoder, the default recipe", "smooth"),
+        "s2": (train_s2, [], "S2 autoencoder, the default recipe", "smooth"),
         "fusion": (train_fusion, ["--s1-checkpoint", str(work / "s1" / "checkpoint.pt"),
                                   "--s2-checkpoint", str(work / "s2" / "checkpoint.pt")],
-                   "fusion of the frozen s1 and s2 runs into the 7-d embedding"),
-        "s1_short": (train_s1, short, "S1, the default recipe"),
-        "s1_plateau": (train_s1, [*short, "--schedule", "plateau"], "S1, the authors' plateau schedule"),
-        "s2_short": (train_s2, short, "S2, the default recipe (weighted MAE)"),
-        "s2_plateau": (train_s2, [*short, "--schedule", "plateau"], "S2, the authors' plateau schedule"),
-        "s2_eq5": (train_s2, [*short, "--loss", "hybrid"], "S2, Eq. 5 as written (lambdas 0.23, 0.03, 0.74)"),
-        "s2_balanced": (train_s2, [*short, "--loss", "balanced"], "S2, Eq. 5 with each term as lambda log(term)"),
+                   "fusion of the frozen s1 and s2 runs into the 7-d embedding", "smooth"),
+        "s2_independent": (train_s2, indep, "S2 in the independent-pixels world, the default recipe", "independent"),
+        "s2_independent_paper": (train_s2, [*indep, "--no-centre-path"],
+                                 "S2 in the independent-pixels world, the paper's architecture", "independent"),
+        "s1_independent": (train_s1, indep, "S1 in the independent-pixels world, the default recipe", "independent"),
+        "s1_independent_paper": (train_s1, [*indep, "--no-centre-path"],
+                                 "S1 in the independent-pixels world, the paper's architecture", "independent"),
+        "s1_short": (train_s1, short, "S1, the default recipe", "smooth"),
+        "s1_paper_arch": (train_s1, [*short, "--no-centre-path"], "S1, the paper's architecture (no centre path)",
+                          "smooth"),
+        "s1_plateau": (train_s1, [*short, "--schedule", "plateau"], "S1, the authors' plateau schedule", "smooth"),
+        "s2_short": (train_s2, short, "S2, the default recipe (weighted MAE)", "smooth"),
+        "s2_paper_arch": (train_s2, [*short, "--no-centre-path"], "S2, the paper's architecture (no centre path)",
+                          "smooth"),
+        "s2_plateau": (train_s2, [*short, "--schedule", "plateau"], "S2, the authors' plateau schedule", "smooth"),
+        "s2_eq5": (train_s2, [*short, "--loss", "hybrid"], "S2, Eq. 5 as written (lambdas 0.23, 0.03, 0.74)", "smooth"),
+        "s2_balanced": (train_s2, [*short, "--loss", "balanced"], "S2, Eq. 5 with each term as lambda log(term)",
+                        "smooth"),
         "s2_mae_ssim": (train_s2, [*short, "--loss", "hybrid", "--lambdas", "0.23", "0.03", "0"],
-                        "S2, Eq. 5 without its SAM term (0.23 MAE + 0.03 SSIM)"),
+                        "S2, Eq. 5 without its SAM term (0.23 MAE + 0.03 SSIM)", "smooth"),
     }
     if ROMANIA:
         runs["romania_s2"] = (train_s2, [*short, "--cubes", *ROMANIA, "--bands", *ROMANIA_BANDS],
-                              "real S2 L2A, Romania (10 m + 20 m files, 6 bands, 9 tiles)")
+                              "real S2 L2A, Romania (10 m + 20 m files, 6 bands, 9 tiles)", "real")
     if Path(MYANMAR[0]).is_file():
-        runs["myanmar_s1"] = (train_s1, [*short, "--cubes", *MYANMAR], "real S1 GRD, Myanmar (30 m, 9 tiles)")
+        runs["myanmar_s1"] = (train_s1, [*short, "--cubes", *MYANMAR], "real S1 GRD, Myanmar (30 m, 9 tiles)", "real")
     return runs
+
+
+def world_folder(folder, seeds, world):
+    """`folder` holding the synthetic cubes of `seeds` (synthetic.make_cubes, one year, WORLD_SIZE px),
+    written once: a folder that has them all is reused as it is (its files' times key the cache)."""
+    folder = Path(folder)
+    if not all((folder / f"synth_{s}_{m}.nc").is_file() for s in seeds for m in ("s1", "s2")):
+        synthetic.make_cubes(folder, seeds, WORLD_SIZE, world=world)
+    return folder
+
+
+def independent_world(work):
+    """The independent-pixels world's training cubes (INDEPENDENT_SEEDS) in WORK/worlds/independent."""
+    return world_folder(Path(work) / "worlds" / "independent", INDEPENDENT_SEEDS, "independent")
+
+
+def unseen_world(work, world):
+    """Cubes no run trains on, of the run's world: UNSEEN_SEEDS or INDEPENDENT_UNSEEN_SEEDS; None for real areas."""
+    if world == "real":
+        return None
+    seeds = INDEPENDENT_UNSEEN_SEEDS if world == "independent" else UNSEEN_SEEDS
+    return world_folder(Path(work) / "worlds" / f"{world}_unseen", seeds, world)
 
 
 def read_log(out):
@@ -333,7 +479,7 @@ def markdown(results, grads, header):
             lines.append(f"| {name} | {r['what']} ({m.upper()}) | {int(r['log']['step'][-1])} | {val:.4f} | {test:.4f} | "
                          + " | ".join(f"{b[k, 'centre_mae']:.4f}" for k in BASELINES)
                          + f" | {test / b['series_mean', 'centre_mae']:.2f} | {b['model', 'centre_sam']:.4f} |")
-    lines += ["", *findings(results, grads), "", *ablations(results)]
+    lines += ["", *centre_table(results), "", *findings(results, grads), "", *ablations(results)]
     if grads:
         lines += ["", "Each Eq. 5 term's lambda-weighted gradient norm over all parameters, at the end of the run "
                   "(5 training batches, train mode):", "",
@@ -344,6 +490,73 @@ def markdown(results, grads, header):
     return "\n".join(lines) + "\n"
 
 
+def centre_table(results):
+    """Does the centre get through? Per run, modality and split (test: the run's own test cubes; new:
+    cubes of seeds no run trains on): centre and context MAE, their ratio beside the paper's, the
+    trivial predictors and the centre Jacobian's singular values and determinant."""
+    lines = ["## Does the centre get through?", "",
+             "Centre Jacobian: nudge one band of the central pixel-date by 0.02, see how the reconstructed centre "
+             "moves (eval mode, 256 patches): singular values 1 = the centre is carried, 0 = rebuilt from its context. "
+             "In the data's directions: the same Jacobian in the principal axes holding 99 % of the training spectra's "
+             "variance (principal_gains): a nudge off the data may rightly be dropped. "
+             f"New cubes: seeds {', '.join(map(str, UNSEEN_SEEDS))} (independent world: "
+             f"{', '.join(map(str, INDEPENDENT_UNSEEN_SEEDS))}), which no run trains on.", "",
+             "| run | split | centre MAE | context MAE | centre / context (paper) | constant | window mean "
+             "| nearest date | PCA-k | centre singular values | det | in the data's directions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for split, by_m in r["baselines"]["jacobian"].items():
+            for m, (_, sv, det, gains) in by_m.items():
+                b = r["baselines"][split][m]
+                ratio = b["model", "centre_mae"] / b["model", "context_mae"]
+                lines.append(f"| {name} ({m.upper()}) | {split} | {b['model', 'centre_mae']:.4f} | "
+                             f"{b['model', 'context_mae']:.4f} | {ratio:.2f} ({PAPER_RATIO.get(m, float('nan')):.2f}) | "
+                             + " | ".join(f"{b[k, 'centre_mae']:.4f}" for k in ("constant", "window_mean", "nearest", "pca"))
+                             + f" | {', '.join(f'{v:.2f}' for v in sv[:3])}{', ...' if len(sv) > 3 else ''} | {det:.2g} | "
+                             + ", ".join(f"{v:.2f}" for v in gains) + " |")
+    return lines
+
+
+def centre_targets(results):
+    """The recipe's targets on new cubes, each with its numbers and whether it holds."""
+    def new(name, m):
+        return results[name]["baselines"]["new"][m]
+
+    def sv(name, m):
+        return results[name]["baselines"]["jacobian"]["new"][m][1]
+
+    def mae(name, m):
+        return new(name, m)["model", "centre_mae"]
+    checks = []
+    if "s2" in results:
+        b, v = new("s2", "s2"), sv("s2", "s2")
+        checks += [(f"S2 centre MAE {mae('s2', 's2'):.4f} below the window mean {b['window_mean', 'centre_mae']:.4f}",
+                    mae("s2", "s2") < b["window_mean", "centre_mae"]),
+                   (f"S2 centre MAE at most 1.5 x the nearest clear date ({mae('s2', 's2') / b['nearest', 'centre_mae']:.2f} x)",
+                    mae("s2", "s2") <= 1.5 * b["nearest", "centre_mae"]),
+                   (f"S2 top three centre singular values >= 0.5 ({', '.join(f'{x:.2f}' for x in v[:3])}; in the "
+                    f"data's directions {', '.join(f'{x:.2f}' for x in results['s2']['baselines']['jacobian']['new']['s2'][3])})",
+                    bool((v[:3] >= 0.5).all()))]
+    if "s1" in results:
+        b, v = new("s1", "s1"), sv("s1", "s1")
+        checks += [(f"S1 both centre singular values >= 0.25 ({', '.join(f'{x:.2f}' for x in v)})", bool((v >= 0.25).all())),
+                   (f"S1 centre MAE {mae('s1', 's1'):.4f} below the nearest date {b['nearest', 'centre_mae']:.4f}",
+                    mae("s1", "s1") < b["nearest", "centre_mae"])]
+    if "fusion" in results:
+        for m in ("s2", "s1"):
+            ratio = mae("fusion", m) / new("fusion", m)["own", "centre_mae"]
+            checks.append((f"fused 7-d {m.upper()} centre MAE {mae('fusion', m):.4f} within 1.25 x its own autoencoder's "
+                           f"on the same patches ({ratio:.2f} x)", ratio <= 1.25))
+    for name in ("s2_independent", "s1_independent"):
+        if name in results:
+            m = name[:2]
+            v = sv(name, m)
+            checks.append((f"independent world, {m.upper()}: centre MAE {mae(name, m):.4f} against the constant "
+                           f"{new(name, m)['constant', 'centre_mae']:.4f}; centre singular values "
+                           f"{', '.join(f'{x:.2f}' for x in v)}", None))
+    return [f"- {text}: {'holds' if ok else 'does not hold'}" if ok is not None else f"- {text}" for text, ok in checks]
+
+
 def findings(results, grads):
     """What the tables say, in numbers read from them (the runs that are there)."""
     def test(name, m):
@@ -351,17 +564,26 @@ def findings(results, grads):
 
     def base(name, m, method):
         return results[name]["baselines"]["test"][m][method, "centre_mae"]
-    lines = ["## What this shows", ""]
+    lines = ["## What this shows", "", "The recipe's targets, on new cubes:", "", *centre_targets(results), ""]
     for name, m in (("s2", "s2"), ("s1", "s1")):
         if name in results:
             lines.append(f"- {m.upper()}, the default recipe: test centre MAE {test(name, m):.4f}, "
                          f"{test(name, m) / base(name, m, 'series_mean'):.2f} x the series mean "
                          f"({base(name, m, 'series_mean'):.4f}); window mean {base(name, m, 'window_mean'):.4f}, "
                          f"nearest clear date {base(name, m, 'nearest'):.4f}.")
-    if "fusion" in results and "s1" in results and "s2" in results:
-        lines.append("- Fusion: the 7-d embedding reconstructs " + ", ".join(
-            f"{m.upper()} at {test('fusion', m) / test(m, m):.2f} x its own autoencoder" for m in ("s2", "s1"))
-            + " (different patches: fusion samples S2-clear centres).")
+    if "fusion" in results:
+        lines.append("- Fusion: on its test patches the 7-d embedding reconstructs " + ", ".join(
+            f"{m.upper()} at {test('fusion', m) / base('fusion', m, 'own'):.2f} x its own frozen autoencoder"
+            for m in ("s2", "s1")) + ".")
+    for m in ("s2", "s1"):
+        for paper, recipe_run, where in ((f"{m}_paper_arch", f"{m}_short", "new cubes"),
+                                         (f"{m}_independent_paper", f"{m}_independent", "new independent cubes")):
+            if {paper, recipe_run} <= set(results):
+                runs = [(results[r]["baselines"]["new"][m]["model", "centre_mae"],
+                         results[r]["baselines"]["jacobian"]["new"][m][1]) for r in (paper, recipe_run)]
+                lines.append(f"- {m.upper()} on {where}, at equal steps: the paper's architecture {runs[0][0]:.4f} "
+                             f"(centre singular values {', '.join(f'{v:.2f}' for v in runs[0][1][:3])}), with the "
+                             f"centre path {runs[1][0]:.4f} ({', '.join(f'{v:.2f}' for v in runs[1][1][:3])}).")
     if {"s2_short", "s2_eq5"} <= set(results) and "s2_eq5" in grads:
         g = grads["s2_eq5"]
         lines.append(f"- Eq. 5 as written ends at {test('s2_eq5', 's2') / test('s2_short', 's2'):.2f} x the MAE "
@@ -371,16 +593,27 @@ def findings(results, grads):
     return lines
 
 
+def ablation_base(name):
+    """The default-recipe run an ablation is compared with at equal steps (None: not an ablation):
+    the independent world's paper-architecture runs with that world's recipe, the others with
+    s1_short / s2_short."""
+    if name.endswith("_independent_paper"):
+        return name[:-len("_paper")]
+    if name[:3] in ("s1_", "s2_") and "independent" not in name and not name.endswith("_short"):
+        return f"{name[:2]}_short"
+    return None
+
+
 def ablations(results):
     """The one-change-at-a-time table: each ablation's test centre MAE against its default-recipe run
     at the same steps (s1_short, s2_short), and the step from which its val curve stays within 5 %
     of its final value (where it flattened)."""
-    lines = [f"## Ablations at equal steps ({ABLATION_STEPS})", "",
+    lines = [f"## Ablations at equal steps ({ABLATION_STEPS}; independent world {INDEPENDENT_STEPS})", "",
              "| run | what changes | test centre MAE | default recipe, same steps | ratio | val flat from step |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        base = "s1_short" if name.startswith("s1_") else "s2_short" if name.startswith("s2_") else None
-        if base is None or name == base or base not in results:
+        base = ablation_base(name)
+        if base is None or base not in results:
             continue
         (m,), log = r["baselines"]["test"], r["log"]
         test = r["baselines"]["test"][m]["model", "centre_mae"]
@@ -399,6 +632,9 @@ def main(argv=None):
                              f"{ABLATION_STEPS} steps) on sample_data/ and the real files; writes docs/learning.md")
     parser.add_argument("--runs", nargs="+", default=None, help="only these runs (default: all; --list names them)")
     parser.add_argument("--list", action="store_true", help="list the runs and exit")
+    parser.add_argument("--score", nargs="+", default=None, metavar="RUN",
+                        help="score finished runs (folders with checkpoint.pt) against the trivial predictors on "
+                             "their test patches, print one line per modality and exit (default: none)")
     parser.add_argument("--cubes", nargs="+", default=["sample_data"], help="cubes of the synthetic runs "
                         "(default sample_data)")
     parser.add_argument("--steps", type=data.positive_int, default=None,
@@ -409,11 +645,15 @@ def main(argv=None):
                         "runs/learning_quick with --quick)")
     parser.add_argument("--out", default=None, help="folder for learning.md/.png (default docs/ with --quick, WORK otherwise)")
     args = parser.parse_args(argv)
+    if args.score:
+        for run in args.score:
+            print("\n".join(score_lines(Path(run).name, score_run(run))), flush=True)
+        return
     work = Path(args.work or ("runs/learning_quick" if args.quick else "runs/learning"))
     runs = study_runs(work)
     if args.list:
-        for name, (script, extra, what) in runs.items():
-            print(f"{name:<14}{what}: {Path(script.__file__).name} {' '.join(extra)}")
+        for name, (script, extra, what, _) in runs.items():
+            print(f"{name:<22}{what}: {Path(script.__file__).name} {' '.join(extra)}")
         return
     unknown = sorted(set(args.runs or []) - set(runs))
     if unknown:
@@ -426,15 +666,18 @@ def main(argv=None):
     names = args.runs or list(runs)
     if "fusion" in names:                                   # fusion needs its two autoencoders
         names = [n for n in ("s1", "s2") if n not in names] + names
+    if any(runs[n][3] == "independent" for n in names):
+        independent_world(work)
     results, grads = {}, {}
     for i, name in enumerate(names, 1):
-        script, extra, what = runs[name]
+        script, extra, what, world = runs[name]
         steps = ["--max-steps", str(args.steps)] if args.steps and "--max-steps" not in extra else []
         run_argv = [*common, *steps, *(["--cubes", *args.cubes] if "--cubes" not in extra else []), *extra]
         print(f"[{i}/{len(names)}] {name}: {what}", flush=True)
         run_once(script, work / name, run_argv)
-        results[name] = {"what": what, "log": read_log(work / name), "kind": "fusion" if script is train_fusion else "ae",
-                         "baselines": baselines_of_run(script, run_argv, work / name)}
+        results[name] = {"what": what, "world": world, "log": read_log(work / name),
+                         "kind": "fusion" if script is train_fusion else "ae",
+                         "baselines": baselines_of_run(script, run_argv, work / name, unseen_world(work, world))}
         if name in ("s2_short", "s2_eq5"):
             grads[name] = term_gradient_norms(work / name, run_argv)
     command = " ".join(["python learning.py", *(sys.argv[1:] if argv is None else argv)])

@@ -9,6 +9,7 @@ Reading order: 1. the presets (one table)  2. the flags the stages share (the on
 meets a command line: a flag given explicitly always wins)  3. batches of patches (Sec. III-B sampling,
 redrawn every epoch)  4. loss adapters: loss_fn(model, batch) for `fit`  5. pretraining a modality.
 """
+import argparse
 import dataclasses
 import os
 from pathlib import Path
@@ -34,13 +35,16 @@ from deepfeat import AutoencoderConfig, ModalityAutoencoder
 # frozen autoencoders: its val curve is flat by ~1000 steps. GPP (Sec. IV-C): one synthetic site has 86
 # training windows at stride 10; every second day gives it ~5x more (about the paper's nine sites at
 # stride 10) and a validation set large enough to compare on. gpp.py, reproduce.py and bench.py read
-# this table; a flag given on the command line always wins (`resolve`).
+# this table; a flag given on the command line always wins (`resolve`). The quick autoencoders take the
+# centre path (deepfeat.ModalityAutoencoder): without it they learn to interpolate the centre from its
+# context at this budget instead of carrying it (docs/learning.md).
 PAPER = dict(epochs=30, max_steps=None, batch_size=32, lr=1e-4, warmup_steps=30000, schedule="plateau", s_stride=None)
 QUICK = dict(epochs=100000, max_steps=6000, batch_size=8, lr=1e-3, warmup_steps=100, schedule="cosine", s_stride=5)
 PRESETS = {
     "paper": {"autoencoder": {**PAPER, "model": {}}, "fusion": {**PAPER, "model": {}},
               "gpp": dict(epochs=100, stride=10, d_model=64, batch_size=32, lr=1e-3)},
-    "quick": {"autoencoder": {**QUICK, "model": dict(width=8, token_channels=4, n_heads=4, n_layers=1, dropout=0.0)},
+    "quick": {"autoencoder": {**QUICK, "model": dict(width=8, token_channels=4, n_heads=4, n_layers=1, dropout=0.0,
+                                                      centre_path=True)},
               "fusion": {**QUICK, "max_steps": 1500, "model": dict(d_model=32, n_heads=4, n_layers=1, dropout=0.0)},
               "gpp": dict(epochs=15, stride=2, d_model=32, batch_size=32, lr=1e-3)},
 }
@@ -333,6 +337,8 @@ def pretrain(args, modality):
         args.cubes, m, cfg.split_seed, {m: bands}, getattr(args, "mask_var", None), args.tile, cache_dir(args)))
     batches = split_batches(cubes, sampling, m, cfg)
     # model: the context-aware autoencoder (Sec. III-B), decoder output started at the band means
+    if args.centre_path is not None:
+        sizes = {**sizes, "centre_path": args.centre_path}
     model = ModalityAutoencoder(AutoencoderConfig(m, bands, args.latent_dim or modality.latent_dim,
                                                   n_frames=sampling.n_frames, patch=sampling.patch,
                                                   **{**modality.model, **sizes}))
@@ -358,6 +364,9 @@ def pretraining_command(name, argv=None, description=None):
                         help=f"bands to train on (default {' '.join(modality.bands)})")
     parser.add_argument("--latent-dim", type=data.positive_int, default=None,
                         help=f"latent size (default {modality.latent_dim}, Sec. III-B)")
+    parser.add_argument("--centre-path", action=argparse.BooleanOptionalAction, default=None,
+                        help="a linear path between each frame's token and its central pixel (deepfeat.ModalityAutoencoder; "
+                             "default: off, the paper's architecture; on with --quick)")
     if modality.uses_mask:
         data.add_mask_arg(parser)
     if modality.add_flags:

@@ -263,6 +263,32 @@ def make_synthetic_cube(seed, size=64, start="2020-01-01", end="2020-12-31", tow
     return s1, s2, gpp_ds
 
 
+# Independent pixels: S2 reflectance and S1 gamma0 ranges of the draws (bands, dB per band)
+INDEPENDENT_S2 = (0.02, 0.4)
+INDEPENDENT_S1_DB = {"vv": (-25.0, -5.0), "vh": (-30.0, -10.0)}
+
+
+def independent_pixels(s1, s2, seed):
+    """The same cubes with every valid value drawn independently: a world where nothing but the
+    centre observation itself predicts the centre, so an autoencoder lowers its centre loss only by
+    carrying its central pixel-date through the bottleneck (learning.py's sharpest test).
+
+    S2: uniform reflectance in INDEPENDENT_S2 per pixel, date and band; S1: uniform dB in
+    INDEPENDENT_S1_DB, written as linear gamma0 like the real files. Dates, grid, clouds (NaN) and
+    attributes are kept; the land cover is meaningless here and dropped."""
+    rng = np.random.default_rng([seed, 1])
+    s2 = s2.drop_vars("landcover").copy()
+    for b in S2_BANDS:
+        v = s2[b].values
+        s2[b].values = np.where(np.isfinite(v), rng.uniform(*INDEPENDENT_S2, v.shape), np.nan).astype(np.float32)
+    s1 = s1.copy()
+    for b in S1_BANDS:
+        v = s1[b].values
+        db = rng.uniform(*INDEPENDENT_S1_DB[b], v.shape)
+        s1[b].values = np.where(np.isfinite(v), db_to_linear(db), np.nan).astype(np.float32)
+    return s1, s2
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing cubes and flux tables
 # ---------------------------------------------------------------------------------------------
@@ -375,12 +401,41 @@ def make_sample_data(out):
     print(f"wrote {out}: {total / 1e6:.1f} MB")
 
 
+def make_cubes(out, seeds, size=64, year=2020, world="smooth"):
+    """Write synth_SEED_{s1,s2}.nc for each seed into OUT (one year each): the sample data's world
+    ("smooth") or its independent_pixels twin ("independent"). Deterministic; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        s1, s2, _ = make_synthetic_cube(seed, size=size, start=f"{year}-01-01", end=f"{year}-12-31")
+        if world == "independent":
+            s1, s2 = independent_pixels(s1, s2, seed)
+        for name, ds in (("s1", s1), ("s2", s2)):
+            path = out / f"synth_{seed}_{name}.nc"
+            write_cube(ds, path)
+            paths.append(path)
+    return paths
+
+
 def main(argv=None):
-    """Command line: regenerate sample_data/ (or --out DIR)."""
-    parser = ArgumentParser(description="Regenerate the shipped sample_data/ deterministically (make_sample_data).")
+    """Command line: regenerate sample_data/ (or --out DIR), or write the cubes of --seeds."""
+    parser = ArgumentParser(description="Regenerate the shipped sample_data/ deterministically (make_sample_data), "
+                                        "or write the cubes of --seeds.")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "sample_data"),
                         help="output folder (default: sample_data/ next to synthetic.py)")
-    make_sample_data(parser.parse_args(argv).out)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="write synth_SEED_{s1,s2}.nc of these seeds instead of the sample data (default: none)")
+    parser.add_argument("--world", choices=("smooth", "independent"), default="smooth",
+                        help="with --seeds: smooth = the sample data's world (default); independent = every value "
+                             "drawn on its own (independent_pixels)")
+    parser.add_argument("--size", type=int, default=64, help="with --seeds: pixels per side (default 64)")
+    args = parser.parse_args(argv)
+    if args.seeds is None:
+        make_sample_data(args.out)
+        return
+    for path in make_cubes(args.out, args.seeds, args.size, world=args.world):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

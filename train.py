@@ -23,6 +23,7 @@ Not a script; see train_s2.py for the command line.
 import atexit
 import math
 import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -241,13 +242,23 @@ def fit(model, params, loss_fn, train_batches, val_batches, cfg: TrainConfig, ou
         # checkpoint and logs, on rank 0 (atomic: an interrupted run keeps this epoch)
         check_ranks_agree(model)
         if rank == 0:
+            meta = {**checkpoint_meta.get("meta", {}), "trained": trained_on(history, step, device, world)}
             save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, **checkpoint_meta, "model_config": model_config_dict(model),
+                "format": CHECKPOINT_FORMAT, **checkpoint_meta, "meta": meta, "model_config": model_config_dict(model),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": plateau.state_dict(),
                 "epoch": epoch + 1, "step": step, "history": history, "train_config": asdict(cfg)})
             write_log(history, out_dir)
     model.eval()
     return history
+
+
+def trained_on(history, step, device, world):
+    """How long and on what a checkpoint trained (its meta["trained"]): steps, seconds summed over the
+    epochs (resumed runs included), the device, processes and torch threads, and the machine."""
+    return {"steps": step, "seconds": round(sum(row["seconds"] for row in history), 1),
+            "device": f"{device} x {world} process(es), {torch.get_num_threads()} torch thread(s) each",
+            "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".replace(" ,", ","),
+            "torch": str(torch.__version__)}
 
 
 NO_SAMPLES = ("samples: every cube (or window) of the split was too small, too short or too cloudy for "

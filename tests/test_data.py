@@ -731,6 +731,35 @@ def test_synthetic_properties():
     assert s2b["landcover"].values[3, 5] in (0, 1)
 
 
+def test_independent_pixels_world(tmp_path):
+    """synthetic.independent_pixels keeps dates, grid and clouds but draws every value on its own:
+    neighbouring pixels of the smooth world correlate (> 0.5), those of the independent world do not
+    (|r| < 0.05); S2 lies in INDEPENDENT_S2, S1 in INDEPENDENT_S1_DB (linear units as written); the
+    written files read back through the readers as cubes of that world."""
+    s1, s2, _ = _synthetic(0, size=64)
+    i1, i2 = synthetic.independent_pixels(s1, s2, seed=0)
+    assert "landcover" not in i2 and (i2["time"].values == s2["time"].values).all()
+
+    def neighbour_r(values):                                     # (T, H, W): pixel vs its right neighbour
+        a, b = values[:, :, :-1].ravel(), values[:, :, 1:].ravel()
+        ok = np.isfinite(a) & np.isfinite(b)
+        return np.corrcoef(a[ok], b[ok])[0, 1]
+    assert neighbour_r(s2["B04"].values) > 0.5 and abs(neighbour_r(i2["B04"].values)) < 0.05
+    assert neighbour_r(s1["vv"].values) > 0.1 and abs(neighbour_r(i1["vv"].values)) < 0.05
+    for b in data.S2_BANDS:
+        np.testing.assert_array_equal(np.isnan(i2[b].values), np.isnan(s2[b].values))
+        lo, hi = synthetic.INDEPENDENT_S2
+        assert lo <= np.nanmin(i2[b].values) and np.nanmax(i2[b].values) <= hi
+    for b in data.S1_BANDS:
+        db = data.linear_to_db(i1[b].values)
+        lo, hi = synthetic.INDEPENDENT_S1_DB[b]
+        assert lo - 1e-3 <= np.nanmin(db) and np.nanmax(db) <= hi + 1e-3 and np.nanmax(db) - np.nanmin(db) > 0.9 * (hi - lo)
+    paths = synthetic.make_cubes(tmp_path, [0], size=24, world="independent")
+    assert [p.name for p in paths] == ["synth_0_s1.nc", "synth_0_s2.nc"]
+    cube = readers.open_s2(paths[1])
+    assert abs(neighbour_r(cube["B04"].values)) < 0.1
+
+
 def test_write_cube_round_trip(tmp_path):
     s1, s2, _ = _synthetic(4)
     synthetic.write_cube(s2, tmp_path / "t_s2.nc")

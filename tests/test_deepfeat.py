@@ -232,3 +232,33 @@ def test_walk_through_prints_the_trained_sizes(capsys):
     out = capsys.readouterr().out
     assert "s1: " in out and "d_model 128" in out.split("s2: ")[0]
     assert "d_model 256" in out.split("s2: ")[1]
+
+
+def test_centre_path_adds_the_central_pixel_and_nothing_else():
+    """The centre path (AutoencoderConfig.centre_path): the encoder adds enc_centre(central pixel) to a
+    frame's token, the decoder adds dec_centre(token) to the central pixel of its frame only.
+
+    Known values: two frames that differ by d = 0.3 in band 0 at the central pixel alone. Their tokens
+    differ by what the convolutions make of it plus enc_centre's column 0 times 0.3. Decoding: with
+    dec_centre's weights at 0 and its bias at b = (1, 2), the frame equals the decoder without the path
+    everywhere but the central pixel, which is b higher. Without the path the model has no such layers."""
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig("s2", ("b0", "b1"), 2, width=8, token_channels=4, n_heads=4, n_layers=1, centre_path=True)
+    ae = ModalityAutoencoder(cfg).eval()
+    frames = torch.rand(2, 2, 15, 15)
+    frames[1] = frames[0]
+    frames[1, 0, 7, 7] += 0.3
+    with torch.no_grad():
+        tokens = ae.encode_frames(frames)                                     # (2, D)
+        ones = torch.ones(2, 1, 15, 15)
+        convs = ae.enc_blocks(torch.cat([frames, ones], 1)).flatten(1)        # the convolutions alone
+        torch.testing.assert_close(tokens[1] - tokens[0], convs[1] - convs[0] + 0.3 * ae.enc_centre.weight[:, 0])
+        ae.dec_centre.weight.zero_()
+        ae.dec_centre.bias.copy_(torch.tensor([1.0, 2.0]))
+        out = ae.decode_frames(tokens)                                        # (2, C, 15, 15)
+        plain = ae.dec_out(ae.dec_blocks(tokens.reshape(2, 4, 4, 4)))
+        diff = out - plain
+        torch.testing.assert_close(diff[:, :, 7, 7], torch.tensor([[1.0, 2.0]] * 2))
+        diff[:, :, 7, 7] = 0
+        assert diff.abs().max() == 0
+    assert not hasattr(tiny("s2", 2, 2), "enc_centre") and not hasattr(tiny("s2", 2, 2), "dec_centre")

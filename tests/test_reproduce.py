@@ -97,6 +97,17 @@ def test_ridge_pca_ndvi_and_probe_by_hand():
     labels = np.array([0, 0, 1, 1])
     feats = np.array([[-1.0], [-2.0], [1.0], [2.0]])
     assert reproduce.probe_correct(feats, labels, feats, labels, np.array([0, 1])) == pytest.approx([1, 1, 1, 1])
+    # XOR: class 1 where exactly one coordinate is positive. No line separates it (the linear probe
+    # is right on at most 3 of the 4 quadrants); the k-NN probe reads each quadrant from its
+    # neighbours (k = 3, and the probe's 15, of 20 training points per quadrant), scaled by the
+    # training rows' sd (unscaled, the second axis alone would decide).
+    quadrants = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1]], float)
+    train_x = np.repeat(quadrants, 20, axis=0) * [1, 100] + rng.normal(0, 0.1, (80, 2)) * [1, 100]
+    train_y = np.repeat([0, 0, 1, 1], 20)
+    test_x, test_y = quadrants * [2, 200], np.array([0, 0, 1, 1])
+    assert reproduce.knn_predict(train_x, train_y, test_x, np.array([0, 1]), k=3) == pytest.approx(test_y)
+    assert reproduce.probe_correct(train_x, train_y, test_x, test_y, np.array([0, 1]), "k-NN").sum() == 4
+    assert reproduce.probe_correct(train_x, train_y, test_x, test_y, np.array([0, 1])).sum() <= 3
     ba = reproduce.balanced_accuracy(np.array([[1.0, 1.0, 0.0, 1.0]]), np.array([0, 0, 0, 1]), np.array([0, 1]))
     assert ba({"heldout": np.ones((1, 4))})[0] == pytest.approx([5 / 6])
 

@@ -303,9 +303,9 @@ def test_cosine_schedule_by_hand():
 def test_stage_clis_in_quick_mode(tmp_path):
     """The README's three training commands, 2 steps each: checkpoint, log and test metrics from a
     by-cube split, the quick preset's small model, the command and seed recorded in the meta; fusion
-    refuses an S2 checkpoint given as S1."""
+    refuses an S2 checkpoint given as S1; --no-centre-path overrides the preset's centre path."""
     common = ["--quick", "--max-steps", "2", "--cubes", str(ROOT / "sample_data"), "--cache", str(tmp_path / "cache")]
-    train_s1.main([*common, "--out", str(tmp_path / "s1")])
+    train_s1.main([*common, "--no-centre-path", "--out", str(tmp_path / "s1")])
     train_s2.main([*common, "--out", str(tmp_path / "s2")])
     checkpoints = ["--s1-checkpoint", str(tmp_path / "s1" / "checkpoint.pt"),
                    "--s2-checkpoint", str(tmp_path / "s2" / "checkpoint.pt")]
@@ -315,10 +315,13 @@ def test_stage_clis_in_quick_mode(tmp_path):
         ckpt = train.load_checkpoint(tmp_path / stage / "checkpoint.pt")
         assert set(ckpt["meta"]["splits"]) == {"train", "val", "test"}
         assert ckpt["step"] == 2 and ckpt["meta"]["seed"] == 0
+        trained = ckpt["meta"]["trained"]                           # how long and on what
+        assert trained["steps"] == 2 and trained["seconds"] > 0 and trained["device"].startswith("cpu x 1 process")
         assert ckpt["meta"]["command"][:2] == [f"train_{stage}.py", "--quick"]
     s2 = train.load_checkpoint(tmp_path / "s2" / "checkpoint.pt")
     quick = recipe.PRESETS["quick"]["autoencoder"]["model"]
-    assert {k: s2["model_config"][k] for k in quick} == quick
+    assert {k: s2["model_config"][k] for k in quick} == quick and quick["centre_path"]
+    assert train.load_checkpoint(tmp_path / "s1" / "checkpoint.pt")["model_config"]["centre_path"] is False
     assert s2["meta"]["loss"]["loss"] == modalities.QUICK_S2_LOSS
     wrong = [*common, "--out", str(tmp_path / "wrong"), "--s1-checkpoint", checkpoints[3], "--s2-checkpoint", checkpoints[3]]
     with pytest.raises(SystemExit, match="expected the s1"):
