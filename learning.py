@@ -150,20 +150,20 @@ def centre_prediction(x, centre):
 
 
 @torch.no_grad()
-def centre_scores(batches, modality, mean, basis, predict=None, series=None):
+def centre_scores(batches, modality, mean, basis, models=None, series=None):
     """Centre MAE and centre SAM of each predictor over `batches` -> {(method, metric): value}.
-    predict(batch) -> the model's reconstruction of `modality` (B, T, C, H, W), scored as "model" (with
-    its Eq. 1 context MAE too); series yields each batch's series_mean (series_means)."""
+    models {method: predict(batch) -> reconstruction of `modality` (B, T, C, H, W)}: trained models,
+    scored with their Eq. 1 context MAE too; series yields each batch's series_mean (series_means)."""
     totals, count = {}, 0
     weights = losses.context_weights()
     for batch, series_mean in zip(batches, series if series is not None else itertools.repeat(None)):
         x, days = batch[modality]                                               # (B, T, C, H, W), (B, T)
         B = x.shape[0]
         valid = torch.isfinite(x)
-        preds = {"model": predict(batch)} if predict else {}
-        if predict:
-            totals["model", "context_mae"] = (totals.get(("model", "context_mae"), 0.0)
-                                              + float(losses.context_mae(preds["model"], x, weights, valid)) * B)
+        preds = {method: predict(batch) for method, predict in (models or {}).items()}
+        for method, pred in preds.items():
+            totals[method, "context_mae"] = (totals.get((method, "context_mae"), 0.0)
+                                             + float(losses.context_mae(pred, x, weights, valid)) * B)
         for method, centre in baseline_centres(x, days, mean, basis, series_mean).items():
             preds[method] = centre_prediction(x, centre)
         for method, pred in preds.items():
@@ -263,19 +263,21 @@ def baselines_of_run(script, argv, out, unseen=None):
         if script is train_fusion:
             def predict(batch, m=m):
                 return model(batch)[0][m]
+
+            def own(batch, m=m):                                  # the modality's own frozen autoencoder
+                return model.autoencoders[m](*batch[m])[0]
+            models = {"model": predict, "own": own}
         else:
             def predict(batch):
                 return model(*batch[m])[0]
+            models = {"model": predict}
         for split in result["jacobian"]:
             J, sv, det = centre_jacobian(predict, batches[split](), m)
             result["jacobian"][split][m] = (J, sv, det, principal_gains(J, spectra))
         for split in ("val", "test", "new"):
             if split in result:
                 loader = batches[split]()
-                result[split][m] = centre_scores(loader, m, mean, basis, predict, series_means(loader.dataset, m))
-                if script is train_fusion:                      # the modality's own autoencoder, same patches
-                    own = centre_scores(loader, m, mean, basis, lambda batch, m=m: model.autoencoders[m](*batch[m])[0])
-                    result[split][m]["own", "centre_mae"] = own["model", "centre_mae"]
+                result[split][m] = centre_scores(loader, m, mean, basis, models, series_means(loader.dataset, m))
     return result
 
 
