@@ -21,7 +21,7 @@ predicts the centre, tests in minutes whether a recipe can pass a pixel at all. 
 ablations that explain why Eq. 5 as written stalls here (docs/learning.md), and measures each Eq. 5
 term's gradient.
 
-    python learning.py --quick                  # sample_data + real S2 Romania / S1 Myanmar, ~45 min on 2 cores
+    python learning.py --quick                  # sample_data + real S2 Romania / S1 Myanmar, ~75 min on 2 cores
     python learning.py --quick --runs s2 s1     # some runs only (--list names them)
     python learning.py --runs s2 --steps 20000 --device cuda --work runs/learning_gpu   # full size, on a GPU
 
@@ -204,10 +204,11 @@ def principal_gains(J, spectra, share=0.99):
     leading principal axes of the training spectra (N, C) that hold `share` of their variance. A
     model that carries every direction the data varies in gives 1s here even where it (rightly)
     drops nudges off the data, which the singular values of J alone count as lost."""
-    spectra = spectra.double()
-    values, axes = torch.linalg.eigh(torch.cov((spectra - spectra.mean(0)).T))         # ascending
-    k = int(np.searchsorted(np.cumsum(values.flip(0).numpy()) / float(values.sum()), share)) + 1
-    U = axes.flip(1)[:, :k]                                                            # (C, k)
+    mean, axes = pca_basis(spectra, spectra.shape[1])                                  # (C,), (C, C) ascending
+    axes = axes.flip(1)                                                                # leading first
+    variance = ((spectra.double() - mean) @ axes).var(0)                               # (C,) along each axis
+    k = int(np.searchsorted((variance.cumsum(0) / variance.sum()).numpy(), share)) + 1
+    U = axes[:, :k]                                                                    # (C, k)
     return torch.linalg.svdvals(U.T @ J @ U)
 
 
@@ -527,6 +528,9 @@ def centre_targets(results):
     def sv(name, m):
         return results[name]["baselines"]["jacobian"]["new"][m][1]
 
+    def gains(name, m):
+        return results[name]["baselines"]["jacobian"]["new"][m][3]
+
     def mae(name, m):
         return new(name, m)["model", "centre_mae"]
     checks = []
@@ -537,7 +541,7 @@ def centre_targets(results):
                    (f"S2 centre MAE at most 1.5 x the nearest clear date ({mae('s2', 's2') / b['nearest', 'centre_mae']:.2f} x)",
                     mae("s2", "s2") <= 1.5 * b["nearest", "centre_mae"]),
                    (f"S2 top three centre singular values >= 0.5 ({', '.join(f'{x:.2f}' for x in v[:3])}; in the "
-                    f"data's directions {', '.join(f'{x:.2f}' for x in results['s2']['baselines']['jacobian']['new']['s2'][3])})",
+                    f"data's directions {', '.join(f'{x:.2f}' for x in gains('s2', 's2'))})",
                     bool((v[:3] >= 0.5).all()))]
     if "s1" in results:
         b, v = new("s1", "s1"), sv("s1", "s1")

@@ -257,7 +257,7 @@ def trained_on(history, step, device, world):
     epochs (resumed runs included), the device, processes and torch threads, and the machine."""
     return {"steps": step, "seconds": round(sum(row["seconds"] for row in history), 1),
             "device": f"{device} x {world} process(es), {torch.get_num_threads()} torch thread(s) each",
-            "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".replace(" ,", ","),
+            "machine": " ".join(filter(None, (platform.machine(), platform.processor()))) + f", {os.cpu_count()} cores",
             "torch": str(torch.__version__)}
 
 
